@@ -1,0 +1,32 @@
+"""minigrad: a small, readable reverse-mode autodiff engine on NumPy or CuPy.
+
+>>> import minigrad as mg
+>>> x = mg.tensor(2.0, requires_grad=True)
+>>> y = x ** 3
+>>> y.backward()
+>>> x.grad.item()
+12.0
+"""
+from .backend import (BackendError, available_backends, backend, get_backend,  # noqa: F401
+                      set_backend)
+from .tensor import (DType, Function, Tensor, enable_grad, grad, is_grad_enabled,  # noqa: F401
+                     no_grad, set_grad_enabled, tensor)
+from .tensor import _DTYPES
+from .ops import (abs, add, argmax, argmin, broadcast_to, cat, chunk, clamp, clip,  # noqa: F401
+                  concat, concatenate, cos, div, elu, eq, exp, expand, flatten, ge, gt, le,
+                  leaky_relu, log, log_softmax, logsumexp, lt, matmul, max, maximum, mean,
+                  min, minimum, mul, ne, neg, pad, permute, pow, relu, reshape, sigmoid, sin,
+                  softmax, softplus, split, sqrt, squeeze, stack, std, sub, sum, sum_to,
+                  swapaxes, tanh, transpose, unsqueeze, var, view, where, zeros_like, ones_like)
+from .factories import (arange, eye, full, full_like, manual_seed, ones, rand,  # noqa: F401
+                        randint, randn, zeros, from_numpy)
+from .gradcheck import gradcheck, gradgradcheck  # noqa: F401
+
+float32 = _DTYPES["float32"]
+float64 = _DTYPES["float64"]
+int32 = _DTYPES["int32"]
+int64 = _DTYPES["int64"]
+uint8 = _DTYPES["uint8"]
+bool = _DTYPES["bool"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,411 @@
+"""The array backend: the ONE place that knows which array library is in use.
+
+Everything above this module (tensor, ops, conv, nn, optim, data, models) does
+array math through ``be.xp``, a namespace that follows the Python Array API
+standard, and calls this module for the few things the standard lacks:
+
+=================  =====================  ==========================  ===================
+need               numpy                  cupy                        strict (test only)
+=================  =====================  ==========================  ===================
+namespace ``xp``   ``numpy``              ``cupy``                    ``array_api_strict``
+device             ``"cpu"``              current CUDA device         ``Device("device1")``
+scatter-add        ``np.add.at``          ``cupyx.scatter_add``       one-hot matmul
+random numbers     ``np.random.Generator`` ``cupy.random.Generator``  NumPy host RNG, copied
+to the host        identity               ``.get()``                  ``to_device(CPU)``
+=================  =====================  ==========================  ===================
+
+The ``strict`` backend puts its arrays on array-api-strict's non-CPU device,
+where any implicit conversion to NumPy raises. It stands in for a GPU on
+machines without one: code that would break on CuPy breaks on it too.
+
+Choosing a backend: ``mg.set_backend("cupy")``, ``with mg.backend("cupy"):``,
+or the environment variable ``MINIGRAD_BACKEND`` (read once, at import).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+__all__ = ["Backend", "BackendError", "get_backend", "set_backend", "backend", "all_backends",
+           "available_backends", "backend_of"]
+
+BACKEND_NAMES = ("numpy", "cupy", "strict")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot be used on this machine."""
+
+
+class Backend:
+    """An array library plus the handful of operations the Array API lacks.
+
+    Attributes: ``name`` (``"numpy"``, ``"cupy"`` or ``"strict"``), ``xp`` (the
+    array namespace) and ``device`` (what creation functions put arrays on).
+    """
+
+    name = "abstract"
+
+    def __init__(self):
+        self._rng = None
+        self.seed(0)
+
+    # -- creation: every array is made through these, so it lands on our device
+    def asarray(self, data, dtype=None):
+        """Array on this backend from a Python scalar, list, or array of ANY backend
+        of the same library. Arrays of another library must go through ``from_numpy``."""
+        if dtype is not None:
+            dtype = self.dtype(dtype)
+        return self.xp.asarray(data, dtype=dtype, device=self.device)
+
+    def from_numpy(self, a, dtype=None):
+        """Explicit host -> device transfer of a NumPy array."""
+        return self.asarray(np.asarray(a), dtype)
+
+    def to_numpy(self, a):
+        """Explicit device -> host transfer; the only way data leaves the backend."""
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype="float32"):
+        return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
+
+    def ones(self, shape, dtype="float32"):
+        return self.xp.ones(shape, dtype=self.dtype(dtype), device=self.device)
+
+    def full(self, shape, value, dtype="float32"):
+        return self.xp.full(shape, value, dtype=self.dtype(dtype), device=self.device)
+
+    def arange(self, *args, dtype="int64"):
+        return self.xp.arange(*args, dtype=self.dtype(dtype), device=self.device)
+
+    def eye(self, n, m=None, dtype="float32"):
+        return self.xp.eye(n, m, dtype=self.dtype(dtype), device=self.device)
+
+    def dtype(self, d):
+        """The namespace's dtype object for a name (``"float32"``), a ``minigrad.DType``
+        or a dtype of this namespace."""
+        if isinstance(d, str):
+            name = d
+        elif type(d).__module__ == "minigrad.tensor":  # minigrad.DType, without importing it
+            name = d.name
+        else:
+            return d
+        name = {"float": "float32", "double": "float64", "long": "int64",
+                "int": "int64", "bool_": "bool"}.get(name, name)
+        try:
+            return getattr(self.xp, name)
+        except AttributeError:
+            raise TypeError(f"dtype {d!r} is not known to the {self.name} backend") from None
+
+    # -- what the standard lacks
+    def scatter_add(self, target, index, values):
+        """``target[index] += values``, adding repeated indices (``index`` is
+        anything a basic or integer-array ``__getitem__`` takes). In place."""
+        raise NotImplementedError
+
+    def index_add(self, target, axis, index, values):
+        """PyTorch's ``index_add_``: ``target[..., index[i], ...] += values[..., i, ...]``
+        along ``axis`` for a 1-D integer ``index`` (repeats add). In place."""
+        return self.scatter_add(target, (slice(None),) * axis + (index,), values)
+
+    def seed(self, n):
+        """Reseed this backend's one random generator."""
+        raise NotImplementedError
+
+    def rng_state(self):
+        """The generator's state as a JSON-able dict, for checkpoints."""
+        return self._host_rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self._host_rng.bit_generator.state = state
+
+    def normal(self, shape, dtype="float32"):
+        raise NotImplementedError
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
+        raise NotImplementedError
+
+    def integers(self, low, high, shape, dtype="int64"):
+        raise NotImplementedError
+
+    def permutation(self, n):
+        """A random permutation of ``range(n)`` as a NumPy (host) array: data loaders
+        index host-side datasets with it."""
+        return self._host_rng.permutation(n)
+
+    def synchronize(self):
+        """Wait for queued device work (for honest timings); no-op on the CPU."""
+
+    def free_memory(self):
+        """Free bytes on the device, or None where not meaningful."""
+        return None
+
+    def is_array(self, a):
+        return type(a) is self._array_type
+
+    def __repr__(self):
+        return f"<minigrad backend {self.name!r}>"
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def __init__(self):
+        self.xp = np
+        self.device = "cpu"
+        self._array_type = np.ndarray
+        super().__init__()
+
+    def asarray(self, data, dtype=None):
+        # numpy.asarray takes device= since NumPy 2.0; skip the keyword in the hot path.
+        return np.asarray(data, dtype=None if dtype is None else self.dtype(dtype))
+
+    def is_array(self, a):
+        return isinstance(a, np.ndarray)
+
+    def scatter_add(self, target, index, values):
+        np.add.at(target, index, values)
+        return target
+
+    def seed(self, n):
+        self._host_rng = np.random.default_rng(n)
+
+    def normal(self, shape, dtype="float32"):
+        return self._host_rng.standard_normal(shape, dtype=self.dtype(dtype))
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
+        u = self._host_rng.random(shape, dtype=self.dtype(dtype))
+        return u if (low, high) == (0.0, 1.0) else u * (high - low) + low
+
+    def integers(self, low, high, shape, dtype="int64"):
+        return self._host_rng.integers(low, high, shape, dtype=self.dtype(dtype))
+
+    def strided_windows(self, x, shape, strides):
+        """NumPy-only fast path: a read-only view with the given shape and element strides."""
+        item = x.itemsize
+        return np.lib.stride_tricks.as_strided(
+            x, shape, [s * item for s in strides], writeable=False)
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self):
+        try:
+            import cupy
+            import cupyx
+        except ImportError as e:
+            raise BackendError(
+                "the 'cupy' backend needs CuPy, which is not installed: "
+                "pip install -e \".[cuda12]\" (or \".[cuda13]\", matching your CUDA driver)"
+            ) from e
+        try:
+            n = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # the CUDA runtime raises its own error types
+            raise BackendError(f"the 'cupy' backend found no usable CUDA GPU ({e}); "
+                               "use --backend numpy on this machine") from None
+        if n == 0:
+            raise BackendError("the 'cupy' backend found no CUDA GPU; use --backend numpy")
+        self.xp = cupy
+        self._cupyx = cupyx
+        self._array_type = cupy.ndarray
+        self.device = None  # CuPy's creation functions use the current device
+        super().__init__()
+
+    def asarray(self, data, dtype=None):
+        return self.xp.asarray(data, dtype=None if dtype is None else self.dtype(dtype))
+
+    def zeros(self, shape, dtype="float32"):
+        return self.xp.zeros(shape, dtype=self.dtype(dtype))
+
+    def ones(self, shape, dtype="float32"):
+        return self.xp.ones(shape, dtype=self.dtype(dtype))
+
+    def full(self, shape, value, dtype="float32"):
+        return self.xp.full(shape, value, dtype=self.dtype(dtype))
+
+    def arange(self, *args, dtype="int64"):
+        return self.xp.arange(*args, dtype=self.dtype(dtype))
+
+    def eye(self, n, m=None, dtype="float32"):
+        return self.xp.eye(n, m, dtype=self.dtype(dtype))
+
+    def to_numpy(self, a):
+        return self.xp.asnumpy(a)
+
+    def scatter_add(self, target, index, values):
+        # cupy.scatter_add was removed in CuPy 9; cupyx.scatter_add is the one that stays.
+        self._cupyx.scatter_add(target, index, values)
+        return target
+
+    def seed(self, n):
+        self._host_rng = np.random.default_rng(n)  # for permutations and state
+        self._dev_rng = self.xp.random.default_rng(n)
+
+    def rng_state(self):
+        # CuPy's generator state is not serialisable; keep a host seed stream instead.
+        return self._host_rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self._host_rng.bit_generator.state = state
+        self._dev_rng = self.xp.random.default_rng(int(self._host_rng.integers(2**63)))
+
+    def normal(self, shape, dtype="float32"):
+        return self._dev_rng.standard_normal(shape, dtype=self.dtype(dtype))
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
+        u = self._dev_rng.random(shape, dtype=self.dtype(dtype))
+        return u if (low, high) == (0.0, 1.0) else u * (high - low) + low
+
+    def integers(self, low, high, shape, dtype="int64"):
+        return self._dev_rng.integers(low, high, shape).astype(self.dtype(dtype))
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def free_memory(self):
+        return self.xp.cuda.runtime.memGetInfo()[0]
+
+
+class StrictBackend(Backend):
+    """array-api-strict on its non-CPU device: a GPU stand-in for tests."""
+
+    name = "strict"
+
+    def __init__(self):
+        try:
+            import array_api_strict as xs
+        except ImportError as e:
+            raise BackendError("the 'strict' backend is for tests and needs array-api-strict: "
+                               "pip install -e \".[test]\"") from e
+        self.xp = xs
+        self.device = xs.Device("device1")
+        self._cpu = xs.Device("CPU_DEVICE")
+        self._array_type = type(xs.asarray(0))
+        super().__init__()
+
+    def from_numpy(self, a, dtype=None):
+        # np -> strict CPU array -> explicit transfer to the stand-in device
+        a = self.xp.asarray(np.asarray(a), dtype=None if dtype is None else self.dtype(dtype))
+        return a.to_device(self.device)
+
+    def asarray(self, data, dtype=None):
+        if isinstance(data, np.ndarray) or isinstance(data, np.generic):
+            return self.from_numpy(data, dtype)
+        return super().asarray(data, dtype)
+
+    def to_numpy(self, a):
+        if not isinstance(a, self._array_type):
+            return np.asarray(a)
+        return np.asarray(a.to_device(self._cpu))
+
+    def scatter_add(self, target, index, values):
+        # The standard has no scatter. Generic fallback: flatten target, turn the
+        # index into flat positions, and add with a one-hot matrix product
+        # (O(n*m) memory, fine for test sizes).
+        xp = self.xp
+        flat_pos = xp.reshape(xp.arange(_size(target.shape), device=self.device), target.shape)
+        pos = xp.reshape(flat_pos[index], (-1,))
+        vals = xp.broadcast_to(xp.asarray(values, dtype=target.dtype, device=self.device),
+                               flat_pos[index].shape)
+        onehot = xp.astype(pos[:, None] == xp.arange(_size(target.shape), device=self.device)[None, :],
+                           target.dtype)
+        added = xp.reshape(xp.reshape(vals, (1, -1)) @ onehot, target.shape)
+        target[...] = target + added
+        return target
+
+    def index_add(self, target, axis, index, values):
+        # a one-hot matrix (n, m) sends the n gathered slices back onto m rows
+        xp = self.xp
+        m = target.shape[axis]
+        onehot = xp.astype(index[:, None] == xp.arange(m, device=self.device)[None, :],
+                           target.dtype)
+        moved = xp.moveaxis(values, axis, -1)                 # (..., n)
+        added = xp.moveaxis(moved @ onehot, -1, axis)         # (..., m), back in place
+        target[...] = target + added
+        return target
+
+    def seed(self, n):
+        self._host_rng = np.random.default_rng(n)
+
+    def normal(self, shape, dtype="float32"):
+        return self.from_numpy(self._host_rng.standard_normal(shape), dtype)
+
+    def uniform(self, shape, low=0.0, high=1.0, dtype="float32"):
+        return self.from_numpy(self._host_rng.uniform(low, high, shape), dtype)
+
+    def integers(self, low, high, shape, dtype="int64"):
+        return self.from_numpy(self._host_rng.integers(low, high, shape), dtype)
+
+
+def _size(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+_FACTORIES = {"numpy": NumpyBackend, "cupy": CupyBackend, "strict": StrictBackend}
+_instances: dict[str, Backend] = {}
+
+
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """The backend called ``name`` (created once), or the current one if None."""
+    if name is None:
+        return _current[0]
+    if isinstance(name, Backend):
+        return name
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name not in _instances:
+        _instances[name] = _FACTORIES[name]()
+    return _instances[name]
+
+
+def set_backend(name: str) -> Backend:
+    """Make ``name`` the backend that new tensors are created on."""
+    _current[0] = get_backend(name)
+    return _current[0]
+
+
+@contextlib.contextmanager
+def backend(name: str):
+    """``with mg.backend("cupy"): ...`` creates tensors on CuPy inside the block."""
+    old = _current[0]
+    set_backend(name)
+    try:
+        yield _current[0]
+    finally:
+        _current[0] = old
+
+
+def available_backends() -> list[str]:
+    """Backends that can be used on this machine (numpy always)."""
+    out = []
+    for name in BACKEND_NAMES:
+        try:
+            get_backend(name)
+            out.append(name)
+        except BackendError:
+            pass
+    return out
+
+
+def backend_of(a) -> Backend:
+    """The backend whose array type ``a`` is."""
+    for b in (_current[0], *_instances.values()):
+        if b.is_array(a):
+            return b
+    raise TypeError(f"{type(a).__name__} is not an array of any minigrad backend")
+
+
+_current = [get_backend("numpy")]
+_env = os.environ.get("MINIGRAD_BACKEND")
+if _env:
+    set_backend(_env)
+
+
+def all_backends() -> list[Backend]:
+    """The backends created so far in this process."""
+    return list(_instances.values())

@@ -1,0 +1,1046 @@
+"""Differentiable ops: forward on arrays, backward on Tensors, side by side.
+
+Every ``backward`` uses only Tensor ops (never raw arrays, except constant
+masks), so running it with gradient recording on builds the graph of the
+gradient, and second derivatives come for free.
+
+Broadcasting: a binary op broadcasts like NumPy in forward; in backward each
+input's gradient is ``sum_to`` its own shape (summing over the axes that
+forward stretched).
+"""
+from __future__ import annotations
+
+import builtins
+import math
+
+from .backend import get_backend as _get_backend, all_backends as _all_backends
+from .tensor import Function, Tensor
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def as_tensor(x, like: Tensor | None = None) -> Tensor:
+    """Tensors pass through; Python numbers become constant tensors with ``like``'s
+    backend and (float) dtype, so ``x * 0.5`` stays float32."""
+    if isinstance(x, Tensor):
+        return x
+    if like is None:
+        return Tensor(x)
+    be = like._backend
+    if be.is_array(x):
+        return _const(x, be)
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        if isinstance(x, float) and not like.dtype.is_floating_point:
+            return _const(be.asarray(x, "float32"), be)
+        return _const(be.asarray(x, like.data.dtype), be)
+    return Tensor(x, backend=be)
+
+
+def _broadcast_shapes(*shapes):
+    ndim = builtins.max(len(s) for s in shapes)
+    out = []
+    for i in range(ndim):
+        sizes = {s[i - ndim + len(s)] for s in shapes if i - ndim + len(s) >= 0} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"shapes {shapes} cannot be broadcast together")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _const(array, be) -> Tensor:
+    return Tensor._make(array, be, False, None)
+
+
+def _sum_to_shape(xp, a, shape):
+    """Sum array ``a`` down to ``shape`` (undo broadcasting)."""
+    shape = tuple(shape)
+    if tuple(a.shape) == shape:
+        return a
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                      if s == 1 and a.shape[i + lead] != 1)
+    if axes:
+        a = xp.sum(a, axis=axes, keepdims=True)
+    return xp.reshape(a, shape) if lead or tuple(a.shape) != shape else a
+
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    out = []
+    for a in axis:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(out)
+
+
+def _keepdims_shape(shape, axes):
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _check_float(name, *ts):
+    for t in ts:
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{name} needs floating-point tensors, got {t.dtype.name}; "
+                            "use .float()")
+
+
+# ----------------------------------------------------------------------------- arithmetic
+class Add(Function):
+    """y = a + b;  da = gy, db = gy (each summed back to its shape)."""
+
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+
+
+class Sub(Function):
+    """y = a - b;  da = gy, db = -gy."""
+
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        return a - b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+
+
+class Mul(Function):
+    """y = a * b;  da = gy * b, db = gy * a."""
+
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(gy * b, a.shape) if need_a else None,
+                sum_to(gy * a, b.shape) if need_b else None)
+
+
+class Div(Function):
+    """y = a / b;  da = gy / b, db = -gy * a / b**2."""
+
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        need_a, need_b = self.needs_input_grad
+        ga = gy / b if need_a or need_b else None
+        return (sum_to(ga, a.shape) if need_a else None,
+                sum_to(-ga * a / b, b.shape) if need_b else None)
+
+
+class Neg(Function):
+    """y = -x;  dx = -gy."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class PowScalar(Function):
+    """y = x ** c for a constant c;  dx = gy * c * x ** (c - 1)."""
+
+    def forward(self, x, c):
+        self.c = c
+        return x ** c
+
+    def backward(self, gy):
+        x, = self.inputs
+        c = self.c
+        if c == 2:
+            return gy * (2.0 * x)
+        return gy * (c * x ** (c - 1))
+
+
+class Pow(Function):
+    """y = a ** b;  da = gy * b * a ** (b - 1),  db = gy * log(a) * a ** b."""
+
+    def forward(self, a, b):
+        return self.save_output(a ** b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(gy * b * a ** (b - 1.0), a.shape) if need_a else None,
+                sum_to(gy * log(a) * self.output(), b.shape) if need_b else None)
+
+
+class MatMul(Function):
+    """y = a @ b (NumPy's matmul: batched, and 1-D operands as vectors).
+
+    With both at least 2-D:  da = gy @ b^T,  db = a^T @ gy, each summed over the
+    batch axes that broadcasting added. A 1-D ``a`` is treated as a (1, k) row,
+    a 1-D ``b`` as a (k, 1) column, and the extra axis is removed again.
+    """
+
+    def forward(self, a, b):
+        return self.xp.matmul(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        need_a, need_b = self.needs_input_grad
+        a2 = a if a.ndim > 1 else a.reshape((1,) + a.shape)
+        b2 = b if b.ndim > 1 else b.reshape(b.shape + (1,))
+        if a.ndim == 1 and b.ndim == 1:
+            gy = gy.reshape((1, 1))
+        elif a.ndim == 1:
+            gy = gy.unsqueeze(-2)
+        elif b.ndim == 1:
+            gy = gy.unsqueeze(-1)
+        ga = gb = None
+        if need_a:
+            ga = sum_to(gy @ b2.mT, a2.shape).reshape(a.shape)
+        if need_b:
+            gb = sum_to(a2.mT @ gy, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# ----------------------------------------------------------------------------- elementwise
+class Exp(Function):
+    """y = exp(x);  dx = gy * y."""
+
+    def forward(self, x):
+        return self.save_output(self.xp.exp(x))
+
+    def backward(self, gy):
+        return gy * self.output()
+
+
+class Log(Function):
+    """y = log(x);  dx = gy / x."""
+
+    def forward(self, x):
+        return self.xp.log(x)
+
+    def backward(self, gy):
+        return gy / self.inputs[0]
+
+
+class Sqrt(Function):
+    """y = sqrt(x);  dx = gy / (2 y)."""
+
+    def forward(self, x):
+        return self.save_output(self.xp.sqrt(x))
+
+    def backward(self, gy):
+        return gy / (2.0 * self.output())
+
+
+class Abs(Function):
+    """y = |x|;  dx = gy * sign(x) (0 at x = 0, as in PyTorch)."""
+
+    def forward(self, x):
+        self.sign = self.xp.sign(x)
+        return self.xp.abs(x)
+
+    def backward(self, gy):
+        return gy * _const(self.sign, self._backend)
+
+
+class Sin(Function):
+    """y = sin(x);  dx = gy * cos(x)."""
+
+    def forward(self, x):
+        return self.xp.sin(x)
+
+    def backward(self, gy):
+        return gy * cos(self.inputs[0])
+
+
+class Cos(Function):
+    """y = cos(x);  dx = -gy * sin(x)."""
+
+    def forward(self, x):
+        return self.xp.cos(x)
+
+    def backward(self, gy):
+        return -gy * sin(self.inputs[0])
+
+
+class Tanh(Function):
+    """y = tanh(x);  dx = gy * (1 - y^2)."""
+
+    def forward(self, x):
+        return self.save_output(self.xp.tanh(x))
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * (1.0 - y * y)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + exp(-x));  dx = gy * y * (1 - y).
+
+    Computed as (1 + tanh(x/2)) / 2, which never overflows for large |x|."""
+
+    def forward(self, x):
+        return self.save_output(0.5 * self.xp.tanh(0.5 * x) + 0.5)
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * (y * (1.0 - y))
+
+
+class ReLU(Function):
+    """y = max(x, 0);  dx = gy * [x > 0]."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        return self.xp.where(self.mask, x, self.xp.zeros_like(x))
+
+    def backward(self, gy):
+        return where(_const(self.mask, self._backend), gy, 0.0)
+
+
+class LeakyReLU(Function):
+    """y = x if x > 0 else slope * x;  dx = gy * (1 if x > 0 else slope)."""
+
+    def forward(self, x, negative_slope=0.01):
+        self.mask = x > 0
+        self.slope = negative_slope
+        return self.xp.where(self.mask, x, x * negative_slope)
+
+    def backward(self, gy):
+        return where(_const(self.mask, self._backend), gy, gy * self.slope)
+
+
+class ELU(Function):
+    """y = x if x > 0 else alpha * (exp(x) - 1);  dx = gy * (1 if x > 0 else alpha * exp(x))."""
+
+    def forward(self, x, alpha=1.0):
+        xp = self.xp
+        self.mask = x > 0
+        self.alpha = alpha
+        return xp.where(self.mask, x, alpha * (xp.exp(xp.minimum(x, 0 * x)) - 1))
+
+    def backward(self, gy):
+        x, = self.inputs
+        neg = exp(minimum(x, 0.0)) * self.alpha
+        return where(_const(self.mask, self._backend), gy, gy * neg)
+
+
+class Softplus(Function):
+    """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that large |x|
+    neither overflows nor loses precision;  dx = gy * sigmoid(x)."""
+
+    def forward(self, x):
+        xp = self.xp
+        return xp.maximum(x, 0 * x) + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        return gy * sigmoid(self.inputs[0])
+
+
+class Clip(Function):
+    """y = min(max(x, lo), hi);  dx = gy where lo <= x <= hi, else 0."""
+
+    def forward(self, x, lo=None, hi=None):
+        xp = self.xp
+        mask = xp.ones_like(x, dtype=xp.bool)
+        if lo is not None:
+            mask = mask & (x >= lo)
+        if hi is not None:
+            mask = mask & (x <= hi)
+        self.mask = mask
+        return xp.clip(x, lo, hi)
+
+    def backward(self, gy):
+        return where(_const(self.mask, self._backend), gy, 0.0)
+
+
+class Maximum(Function):
+    """y = max(a, b) elementwise; the gradient goes to the larger (to a on ties)."""
+
+    def forward(self, a, b):
+        self.mask = a >= b
+        return self.xp.maximum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        m = _const(self.mask, self._backend)
+        return sum_to(where(m, gy, 0.0), a.shape), sum_to(where(m, 0.0, gy), b.shape)
+
+
+class Minimum(Function):
+    """y = min(a, b) elementwise; the gradient goes to the smaller (to a on ties)."""
+
+    def forward(self, a, b):
+        self.mask = a <= b
+        return self.xp.minimum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        m = _const(self.mask, self._backend)
+        return sum_to(where(m, gy, 0.0), a.shape), sum_to(where(m, 0.0, gy), b.shape)
+
+
+class Where(Function):
+    """y = a where cond else b (cond is a constant boolean mask)."""
+
+    def forward(self, a, b, cond=None):
+        self.cond = cond
+        return self.xp.where(cond, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        zero = zeros_like(gy)
+        c = _const(self.cond, self._backend)
+        need_a, need_b = self.needs_input_grad
+        return (sum_to(Where.apply(gy, zero, cond=c.data), a.shape) if need_a else None,
+                sum_to(Where.apply(zero, gy, cond=c.data), b.shape) if need_b else None)
+
+
+class Cast(Function):
+    """y = x as another float dtype;  dx = gy cast back."""
+
+    def forward(self, x, dtype="float32"):
+        self.old = str(x.dtype).rsplit(".", 1)[-1]
+        return self.xp.astype(x, self._backend.dtype(dtype))
+
+    def backward(self, gy):
+        return gy.astype(self.old)
+
+
+class ToBackend(Function):
+    """Move to another backend (through the host); the gradient moves back."""
+
+    def forward(self, x, backend=None):
+        self.source = self._backend
+        target = _get_backend(backend)
+        self._backend = target  # the output lives on the target
+        return target.from_numpy(self.source.to_numpy(x))
+
+    @classmethod
+    def apply(cls, x, backend=None):
+        out = super().apply(x, backend=backend)
+        out._backend = _get_backend(backend)
+        if out._ctx is not None:
+            out._ctx._backend = out._backend
+        return out
+
+    def backward(self, gy):
+        return gy.to(self.source.name)
+
+
+# ----------------------------------------------------------------------------- reductions
+class Sum(Function):
+    """y = sum of x over ``axis``;  dx = gy broadcast back over the summed axes."""
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.in_shape = x.shape
+        self.axes = _normalize_axis(axis, x.ndim)
+        return self.xp.sum(x, axis=self.axes, keepdims=keepdims)
+
+    def backward(self, gy):
+        return gy.reshape(_keepdims_shape(self.in_shape, self.axes)).broadcast_to(self.in_shape)
+
+
+class MaxMin(Function):
+    """y = max (or min) of x over ``axis``. The gradient is shared equally among
+    the elements that attain it (the subgradient PyTorch's full reduction uses)."""
+
+    def forward(self, x, axis=None, keepdims=False, mode="max"):
+        xp = self.xp
+        self.in_shape = x.shape
+        self.axes = _normalize_axis(axis, x.ndim)
+        if x.ndim and builtins.min(x.shape[a] for a in self.axes) == 0:
+            raise ValueError(f"{mode}() of an empty axis of a tensor of shape {tuple(x.shape)}")
+        reduce = xp.max if mode == "max" else xp.min
+        y = reduce(x, axis=self.axes, keepdims=True)
+        hit = xp.astype(x == y, x.dtype)
+        self.weight = hit / xp.sum(hit, axis=self.axes, keepdims=True)
+        return y if keepdims else xp.reshape(y, tuple(s for i, s in enumerate(x.shape)
+                                                      if i not in self.axes))
+
+    def backward(self, gy):
+        gy = gy.reshape(_keepdims_shape(self.in_shape, self.axes))
+        return gy * _const(self.weight, self._backend)
+
+
+# ----------------------------------------------------------------------------- shapes
+class Reshape(Function):
+    """y = x reshaped;  dx = gy reshaped back."""
+
+    def forward(self, x, shape=None):
+        self.in_shape = x.shape
+        return self.xp.reshape(x, shape)
+
+    def backward(self, gy):
+        return gy.reshape(self.in_shape)
+
+
+class Permute(Function):
+    """y = x with its axes reordered;  dx = gy with the inverse order."""
+
+    def forward(self, x, axes=None):
+        self.axes = axes
+        return self.xp.permute_dims(x, axes)
+
+    def backward(self, gy):
+        inverse = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inverse[a] = i
+        return gy.permute(*inverse)
+
+
+class BroadcastTo(Function):
+    """y = x broadcast to ``shape``;  dx = gy summed back to x's shape."""
+
+    def forward(self, x, shape=None):
+        self.in_shape = x.shape
+        return self.xp.broadcast_to(x, shape)
+
+    def backward(self, gy):
+        return sum_to(gy, self.in_shape)
+
+
+class SumTo(Function):
+    """y = x summed down to ``shape`` (the adjoint of broadcast_to)."""
+
+    def forward(self, x, shape=None):
+        self.in_shape = x.shape
+        return _sum_to_shape(self.xp, x, shape)
+
+    def backward(self, gy):
+        return gy.broadcast_to(self.in_shape)
+
+
+class Concat(Function):
+    """y = the inputs joined along ``axis``;  each dx is its slice of gy."""
+
+    def forward(self, *xs, axis=0):
+        self.axis = axis
+        self.sizes = [x.shape[axis] for x in xs]
+        return self.xp.concat(xs, axis=axis)
+
+    def backward(self, gy):
+        out, start = [], 0
+        for n in self.sizes:
+            idx = [slice(None)] * gy.ndim
+            idx[self.axis] = slice(start, start + n)
+            out.append(gy[tuple(idx)])
+            start += n
+        return tuple(out)
+
+
+class Pad(Function):
+    """Constant padding: ``widths`` is ((before, after), ...) per axis;  dx is the
+    un-padded centre of gy."""
+
+    def forward(self, x, widths=None, value=0.0):
+        xp = self.xp
+        shape = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, widths))
+        y = xp.full(shape, value, dtype=x.dtype, device=self._backend.device) \
+            if self._backend.name != "numpy" else xp.full(shape, value, dtype=x.dtype)
+        self.centre = tuple(slice(lo, lo + s) for s, (lo, hi) in zip(x.shape, widths))
+        y[self.centre] = x
+        return y
+
+    def backward(self, gy):
+        return gy[self.centre]
+
+
+def _normalize_key(key, be, ndim):
+    """Tensors inside an index become arrays; a trailing ``...`` is added where
+    the index names fewer axes than the tensor has (NumPy does this implicitly,
+    the Array API wants it spelled out). Returns ("basic" | "take" | "fancy",
+    ...): integer-array indices may repeat, so their gradient must scatter-ADD."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    out, fancy, used, ellipsis = [], False, 0, False
+    for k in key:
+        if isinstance(k, Tensor):
+            if k._backend is not be:
+                raise ValueError(f"index tensor is on backend {k.backend!r}, "
+                                 f"the indexed tensor on {be.name!r}")
+            k = k.data
+        elif isinstance(k, list) or type(k).__module__ == "numpy":
+            k = Tensor(k, backend=be).data
+        if k is Ellipsis:
+            ellipsis = True
+        elif k is None:
+            pass
+        elif be.is_array(k):
+            if k.dtype == be.xp.bool:
+                # a mask stands for the integer arrays of its True positions;
+                # using those lets the gradient take the one scatter-add path
+                out.extend(be.xp.nonzero(k))
+                used += k.ndim
+                fancy = True
+                continue
+            fancy = True
+            used += 1
+        else:
+            used += 1
+        out.append(k)
+    if used > ndim:
+        raise IndexError(f"too many indices ({used}) for a tensor with {ndim} dimensions")
+    if fancy:
+        # One integer array with whole axes around it is a `take` along that axis:
+        # the form every backend (array-api-strict included) supports.
+        arrays = [i for i, k in enumerate(out) if be.is_array(k)]
+        if len(arrays) == 1 and not ellipsis and out[arrays[0]].ndim >= 1 and all(
+                isinstance(k, slice) and k == slice(None) for k in out[:arrays[0]]) and all(
+                isinstance(k, slice) and k == slice(None) for k in out[arrays[0] + 1:]):
+            return ("take", arrays[0], out[arrays[0]])
+        return ("fancy", tuple(out))
+    if not ellipsis and used < ndim:
+        out.append(Ellipsis)
+    return ("basic", tuple(out))
+
+
+def _drop_newaxes(key, x, ndim):
+    """``y[key] = x`` may not contain ``None`` (the Array API forbids it in
+    setitem): remove each ``None`` from the key and its size-1 axis from x."""
+    if not any(k is None for k in key):
+        return key, x
+    used = builtins.sum(0 if k is None or k is Ellipsis else
+                        (k.ndim if hasattr(k, "ndim") and k.ndim else 1) for k in key)
+    axis, drop = 0, []
+    for k in key:
+        if k is None:
+            drop.append(axis)
+            axis += 1
+        elif k is Ellipsis:
+            axis += ndim - used
+        elif isinstance(k, slice) or hasattr(k, "ndim"):
+            axis += 1
+    shape = tuple(s for i, s in enumerate(x.shape) if i not in drop)
+    return tuple(k for k in key if k is not None), x.__array_namespace__().reshape(x, shape) \
+        if hasattr(x, "__array_namespace__") else x.reshape(shape)
+
+
+class GetItem(Function):
+    """y = x[key] (basic slicing, integer arrays, boolean masks);
+    dx = zeros with gy put back in place (added where integer indices repeat)."""
+
+    def forward(self, x, key=None):
+        self.key = key
+        if key[0] == "take":
+            _, axis, idx = key
+            xp = self.xp
+            y = xp.take(x, xp.reshape(idx, (-1,)), axis=axis)
+            return xp.reshape(y, x.shape[:axis] + tuple(idx.shape) + x.shape[axis + 1:])
+        return x[key[1]]
+
+    def backward(self, gy):
+        return IndexAdd.apply(gy, key=self.key, shape=self.inputs[0].shape)
+
+
+class IndexAdd(Function):
+    """y = zeros(shape) with y[key] += x (repeated integer indices add up): the
+    gradient of GetItem. Its own gradient is GetItem again."""
+
+    def forward(self, x, key=None, shape=None):
+        self.key = key
+        be = self._backend
+        y = be.zeros(shape, x.dtype)
+        if key[0] == "take":
+            _, axis, idx = key
+            flat = tuple(shape[:axis]) + (-1,) + tuple(shape[axis + 1:])
+            be.index_add(y, axis, self.xp.reshape(idx, (-1,)), self.xp.reshape(x, flat))
+        elif key[0] == "fancy":
+            be.scatter_add(y, key[1], x)
+        else:
+            k, x = _drop_newaxes(key[1], x, len(shape))
+            y[k] = x
+        return y
+
+    def backward(self, gy):
+        return GetItem.apply(gy, key=self.key)
+
+
+# ----------------------------------------------------------------------------- public functions
+def add(a, b): return Add.apply(*_pair(a, b))
+def sub(a, b): return Sub.apply(*_pair(a, b))
+def mul(a, b): return Mul.apply(*_pair(a, b))
+def div(a, b): return Div.apply(*_pair(a, b))
+def neg(x): return Neg.apply(x)
+
+
+def _pair(a, b):
+    if isinstance(a, Tensor):
+        return a, as_tensor(b, a)
+    return as_tensor(a, b), b
+
+
+def pow(x, exponent):
+    """x ** exponent, for a constant (Python number) or a tensor exponent."""
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        return PowScalar.apply(x, c=exponent)
+    if not isinstance(x, Tensor):
+        x = as_tensor(x, exponent)
+    return Pow.apply(x, as_tensor(exponent, x))
+
+
+def matmul(a, b):
+    a, b = _pair(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes "
+                         f"{a.shape} and {b.shape}")
+    ka = a.shape[-1]
+    kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if ka != kb:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                         f"({ka} != {kb} in the contracted dimension)")
+    return MatMul.apply(a, b)
+
+
+def exp(x): return Exp.apply(x)
+def log(x): return Log.apply(x)
+def sqrt(x): return Sqrt.apply(x)
+def abs(x): return Abs.apply(x)
+def sin(x): return Sin.apply(x)
+def cos(x): return Cos.apply(x)
+def tanh(x): return Tanh.apply(x)
+def sigmoid(x): return Sigmoid.apply(x)
+def relu(x): return ReLU.apply(x)
+def leaky_relu(x, negative_slope=0.01): return LeakyReLU.apply(x, negative_slope=negative_slope)
+def elu(x, alpha=1.0): return ELU.apply(x, alpha=alpha)
+def softplus(x): return Softplus.apply(x)
+
+
+def clip(x, min=None, max=None):
+    """Clamp to [min, max] (either may be None). Also called ``clamp``."""
+    return Clip.apply(x, lo=min, hi=max)
+
+
+clamp = clip
+
+
+def maximum(a, b): return Maximum.apply(*_pair(a, b))
+def minimum(a, b): return Minimum.apply(*_pair(a, b))
+
+
+def where(condition, x, y):
+    """Elementwise ``x if condition else y``; condition is a boolean tensor or array."""
+    if isinstance(x, Tensor):
+        like = x
+    elif isinstance(y, Tensor):
+        like = y
+    else:
+        raise TypeError("where: x or y must be a tensor")
+    x, y = as_tensor(x, like), as_tensor(y, like)
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    return Where.apply(x, y, cond=cond)
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    n = 1
+    for a in _normalize_axis(axis, x.ndim):
+        n *= x.shape[a]
+    return sum(x, axis, keepdims) * (1.0 / n)
+
+
+def max(x, axis=None, keepdims=False):
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="max")
+
+
+def min(x, axis=None, keepdims=False):
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="min")
+
+
+def var(x, axis=None, keepdims=False, correction=0):
+    """Variance with ``correction`` subtracted from the count (0: population
+    variance, NumPy's default; 1: PyTorch's ``unbiased``)."""
+    n = 1
+    for a in _normalize_axis(axis, x.ndim):
+        n *= x.shape[a]
+    d = x - mean(x, axis, keepdims=True)
+    return sum(d * d, axis, keepdims) * (1.0 / builtins.max(n - correction, 1))
+
+
+def std(x, axis=None, keepdims=False, correction=0):
+    return sqrt(var(x, axis, keepdims, correction))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) computed as m + log(sum(exp(x - m))), m = max(x) held
+    constant, so exp never overflows; the gradient is softmax(x)."""
+    m = max(x, axis, keepdims=True).detach()
+    y = log(sum(exp(x - m), axis, keepdims=True)) + m
+    if not keepdims:
+        y = y.reshape(tuple(s for i, s in enumerate(y.shape)
+                            if i not in _normalize_axis(axis, x.ndim)))
+    return y
+
+
+def softmax(x, axis=-1):
+    e = exp(x - max(x, axis, keepdims=True).detach())
+    return e / sum(e, axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    return x - logsumexp(x, axis, keepdims=True)
+
+
+# -- shape ops
+def reshape(x, *shape):
+    shape = _shape_args(shape)
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            if s != -1:
+                known *= s
+        if shape.count(-1) > 1 or known == 0 or x.size % known:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
+        shape = tuple(x.size // known if s == -1 else s for s in shape)
+    n = 1
+    for s in shape:
+        n *= s
+    if n != x.size:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                         f"({x.size} elements) into {shape}")
+    if shape == x.shape:
+        return x
+    return Reshape.apply(x, shape=shape)
+
+
+view = reshape
+
+
+def _shape_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def permute(x, *axes):
+    axes = _shape_args(axes)
+    if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes")
+    return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
+
+
+def transpose(x, dim0=-2, dim1=-1):
+    """Swap two axes (PyTorch's ``transpose``; NumPy calls it ``swapaxes``)."""
+    axes = list(range(x.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return permute(x, *axes)
+
+
+swapaxes = transpose
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return x.reshape(1)
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return x.reshape(x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+def squeeze(x, axis=None):
+    if axis is None:
+        shape = tuple(d for d in x.shape if d != 1)
+    else:
+        axes = _normalize_axis(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return x.reshape(shape)
+
+
+def unsqueeze(x, axis):
+    axis = axis % (x.ndim + 1)
+    return x.reshape(x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def broadcast_to(x, *shape):
+    shape = _shape_args(shape)
+    if shape == x.shape:
+        return x
+    try:
+        if _broadcast_shapes(x.shape, shape) != shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
+    return BroadcastTo.apply(x, shape=shape)
+
+
+def expand(x, *shape):
+    """PyTorch's expand: like broadcast_to, with -1 meaning 'keep this size'."""
+    shape = _shape_args(shape)
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    return broadcast_to(x, shape)
+
+
+def sum_to(x, shape):
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    return SumTo.apply(x, shape=shape)
+
+
+def concatenate(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor")
+    first = tensors[0]
+    ax = axis % first.ndim
+    for t in tensors[1:]:
+        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
+                                       if i != ax):
+            raise ValueError(f"concatenate: shapes {first.shape} and {t.shape} differ outside "
+                             f"axis {axis}")
+    if len(tensors) == 1:
+        return first
+    return Concat.apply(*tensors, axis=ax)
+
+
+cat = concat = concatenate
+
+
+def stack(tensors, axis=0):
+    tensors = list(tensors)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
+    return concatenate([unsqueeze(t, axis) for t in tensors], axis)
+
+
+def split(x, split_size_or_sections, axis=0):
+    """PyTorch's split: an int is the size of each piece (the last may be smaller),
+    a list gives the size of every piece."""
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        sizes = [builtins.min(size, n - i) for i in range(0, n, size)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ValueError(f"split: sections {sizes} do not add up to {n}")
+    out, start = [], 0
+    for s in sizes:
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, start + s)
+        out.append(x[tuple(idx)])
+        start += s
+    return tuple(out)
+
+
+def chunk(x, chunks, axis=0):
+    n = x.shape[axis]
+    return split(x, -(-n // chunks), axis)
+
+
+def pad(x, pad, value=0.0):
+    """Constant padding with PyTorch's ``F.pad`` convention: ``pad`` lists
+    (before, after) pairs starting from the LAST axis: (left, right, top, bottom)."""
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: needs an even number of widths, at most 2 per axis, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    if builtins.min(builtins.min(w) for w in widths) < 0:
+        raise ValueError(f"pad: negative widths are not supported, got {pad}")
+    return Pad.apply(x, widths=tuple(widths), value=value)
+
+
+def getitem(x, key):
+    return GetItem.apply(x, key=_normalize_key(key, x._backend, x.ndim))
+
+
+# -- not differentiable: results never require grad
+def _nograd(fn, x, *args):
+    return Tensor._make(fn(x.data, *args), x._backend, False, None)
+
+
+def argmax(x, axis=None, keepdims=False):
+    if axis is None:
+        return _nograd(lambda a: x._backend.xp.argmax(x._backend.xp.reshape(a, (-1,))), x)
+    return _nograd(lambda a: x._backend.xp.argmax(a, axis=axis, keepdims=keepdims), x)
+
+
+def argmin(x, axis=None, keepdims=False):
+    if axis is None:
+        return _nograd(lambda a: x._backend.xp.argmin(x._backend.xp.reshape(a, (-1,))), x)
+    return _nograd(lambda a: x._backend.xp.argmin(a, axis=axis, keepdims=keepdims), x)
+
+
+def _compare(op):
+    def f(a, b):
+        a, b = _pair(a, b)
+        if a._backend is not b._backend:
+            raise ValueError(f"comparison of tensors on backends {a.backend!r} and {b.backend!r}")
+        return Tensor._make(op(a.data, b.data), a._backend, False, None)
+    return f
+
+
+eq = _compare(lambda a, b: a == b)
+ne = _compare(lambda a, b: a != b)
+lt = _compare(lambda a, b: a < b)
+le = _compare(lambda a, b: a <= b)
+gt = _compare(lambda a, b: a > b)
+ge = _compare(lambda a, b: a >= b)
+
+
+def zeros_like(x, dtype=None):
+    return Tensor._make(x._backend.zeros(x.shape, dtype or x.data.dtype), x._backend, False, None)
+
+
+def ones_like(x, dtype=None):
+    return Tensor._make(x._backend.ones(x.shape, dtype or x.data.dtype), x._backend, False, None)
+
+
+# ----------------------------------------------------------------------------- Tensor methods
+def _install():
+    T = Tensor
+    T.__add__ = lambda a, b: Add.apply(*_pair(a, b))
+    T.__radd__ = lambda a, b: Add.apply(*_pair(b, a))
+    T.__sub__ = lambda a, b: Sub.apply(*_pair(a, b))
+    T.__rsub__ = lambda a, b: Sub.apply(*_pair(b, a))
+    T.__mul__ = lambda a, b: Mul.apply(*_pair(a, b))
+    T.__rmul__ = lambda a, b: Mul.apply(*_pair(b, a))
+    T.__truediv__ = lambda a, b: Div.apply(*_pair(a, b))
+    T.__rtruediv__ = lambda a, b: Div.apply(*_pair(b, a))
+    T.__neg__ = neg
+    T.__pos__ = lambda a: a
+    T.__pow__ = pow
+    T.__rpow__ = lambda a, b: pow(as_tensor(b, a), a)
+    T.__matmul__ = matmul
+    T.__rmatmul__ = lambda a, b: matmul(b, a)
+    T.__abs__ = abs
+    T.__getitem__ = getitem
+    T.__eq__ = eq
+    T.__ne__ = ne
+    T.__lt__ = lt
+    T.__le__ = le
+    T.__gt__ = gt
+    T.__ge__ = ge
+    for name in ("exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu",
+                 "leaky_relu", "elu", "softplus", "clip", "clamp", "maximum", "minimum",
+                 "sum", "mean", "max", "min", "var", "std", "logsumexp", "softmax",
+                 "log_softmax", "reshape", "view", "permute", "transpose", "swapaxes",
+                 "flatten", "squeeze", "unsqueeze", "broadcast_to", "expand", "sum_to",
+                 "split", "chunk", "argmax", "argmin", "matmul", "pow"):
+        setattr(T, name, globals()[name])
+    T.T = property(lambda a: permute(a, *reversed(range(a.ndim))))
+    T.mT = property(lambda a: transpose(a, -2, -1))
+    T.all = lambda a, axis=None: Tensor._make(a._backend.xp.all(a.data, axis=axis),
+                                              a._backend, False, None)
+    T.any = lambda a, axis=None: Tensor._make(a._backend.xp.any(a.data, axis=axis),
+                                              a._backend, False, None)
+
+
+_install()
+del math
