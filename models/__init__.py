@@ -1,0 +1,1 @@
+"""The lecture's models, each runnable as ``python -m models.<name>``."""
