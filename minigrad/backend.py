@@ -29,7 +29,8 @@ import os
 import numpy as np
 
 __all__ = ["Backend", "BackendError", "get_backend", "set_backend", "backend", "all_backends",
-           "available_backends", "backend_of"]
+           "available_backends", "backend_of", "host_array", "format_array", "host_rng",
+           "is_host_array"]
 
 BACKEND_NAMES = ("numpy", "cupy", "strict")
 
@@ -319,6 +320,7 @@ class StrictBackend(Backend):
         # a one-hot matrix (n, m) sends the n gathered slices back onto m rows
         xp = self.xp
         m = target.shape[axis]
+        index = xp.where(index < 0, index + m, index)  # -1 is the last row, as in x[-1]
         onehot = xp.astype(index[:, None] == xp.arange(m, device=self.device)[None, :],
                            target.dtype)
         moved = xp.moveaxis(values, axis, -1)                 # (..., n)
@@ -337,6 +339,43 @@ class StrictBackend(Backend):
 
     def integers(self, low, high, shape, dtype="int64"):
         return self.from_numpy(self._host_rng.integers(low, high, shape), dtype)
+
+
+# -- host-side helpers: the engine's only contact with NumPy outside the backends
+def host_array(data, dtype=None):
+    """A fresh NumPy (host) array from Python scalars, nested lists or a NumPy array.
+
+    Python floats become float32 and Python ints int64 (PyTorch's defaults);
+    NumPy arrays keep their dtype. ``dtype`` overrides both."""
+    arr = np.array(data, copy=True)
+    if dtype is not None:
+        return arr
+    if arr.dtype.kind == "O":
+        raise TypeError(f"cannot make a tensor from {type(data).__name__} "
+                        f"(ragged or mixed nested sequences?)")
+    if not isinstance(data, (np.ndarray, np.generic)):
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        elif arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64)
+    return arr
+
+
+def is_host_array(a) -> bool:
+    """True for NumPy arrays and NumPy scalars (host data, any backend may import it)."""
+    return isinstance(a, (np.ndarray, np.generic))
+
+
+def format_array(host, prefix="tensor(", precision=4, threshold=200) -> str:
+    """The body of a tensor's repr, from a host array that came out of ``to_numpy``."""
+    return np.array2string(host, separator=", ", prefix=prefix, precision=precision,
+                           threshold=threshold)
+
+
+def host_rng(seed=None):
+    """A NumPy random Generator on the host, for things that are not tensors
+    (gradcheck's directions, shuffling indices)."""
+    return np.random.default_rng(seed)
 
 
 def _size(shape):

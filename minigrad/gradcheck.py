@@ -17,7 +17,7 @@ along random directions u, comparing <g, u> with the directional difference.
 """
 from __future__ import annotations
 
-from .backend import get_backend as _get_backend, all_backends as _all_backends
+from .backend import host_rng as _host_rng
 from .tensor import Tensor, grad, no_grad
 
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
@@ -55,7 +55,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
     out = fn(*inputs)
     if not isinstance(out, Tensor):
         raise TypeError("gradcheck: fn must return one Tensor")
-    rng = _get_backend("numpy").xp.random.default_rng(seed)  # host RNG for directions only
+    rng = _host_rng(seed)  # host RNG for directions only
     v = Tensor._make(be.from_numpy(rng.standard_normal(out.shape), "float64"), be, False, None)
     if out.requires_grad:
         analytic = grad(out, [inputs[i] for i in checked], grad_outputs=v, allow_unused=True)
@@ -118,7 +118,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     be = inputs[checked[0]]._backend
     with no_grad():
         out_shape = fn(*inputs).shape
-    rng = _get_backend("numpy").xp.random.default_rng(seed + 1)
+    rng = _host_rng(seed + 1)
     v = Tensor._make(be.from_numpy(rng.standard_normal(out_shape), "float64"), be, True, None)
     n = len(inputs)
 

@@ -590,14 +590,13 @@ def _normalize_key(key, be, ndim):
         # One integer array with whole axes around it is a `take` along that axis:
         # the form every backend (array-api-strict included) supports.
         arrays = [i for i, k in enumerate(out) if be.is_array(k)]
-        if len(arrays) == 1 and not ellipsis and out[arrays[0]].ndim >= 1 and all(
+        if len(arrays) == 1 and not ellipsis and all(
                 isinstance(k, slice) and k == slice(None) for k in out[:arrays[0]]) and all(
                 isinstance(k, slice) and k == slice(None) for k in out[arrays[0] + 1:]):
             return ("take", arrays[0], out[arrays[0]])
-        return ("fancy", tuple(out))
     if not ellipsis and used < ndim:
         out.append(Ellipsis)
-    return ("basic", tuple(out))
+    return ("fancy" if fancy else "basic", tuple(out))
 
 
 def _drop_newaxes(key, x, ndim):
@@ -957,7 +956,61 @@ def pad(x, pad, value=0.0):
 
 
 def getitem(x, key):
-    return GetItem.apply(x, key=_normalize_key(key, x._backend, x.ndim))
+    """``x[key]`` with NumPy's semantics: basic slicing, integer arrays (tensors,
+    lists) and boolean masks. Several index arrays are turned into ONE ``take``
+    along merged axes, the form every backend supports (the Array API has no
+    general multi-array indexing), so the gradient always scatter-adds once."""
+    key = _normalize_key(key, x._backend, x.ndim)
+    if key[0] != "fancy":
+        return GetItem.apply(x, key=key)
+    return _fancy_getitem(x, key[1])
+
+
+def _fancy_getitem(x, key):
+    xp = x._backend.xp
+    # 1. spell out "...", then split the key: a basic pass (slices, None) and an
+    #    advanced pass (index arrays; integers count as 0-d arrays, as in NumPy)
+    consumed = builtins.sum(0 if k is None or k is Ellipsis else 1 for k in key)
+    full = []
+    for k in key:
+        if k is Ellipsis:
+            full.extend([slice(None)] * (x.ndim - consumed))
+        else:
+            full.append(k)
+    full.extend([slice(None)] * (x.ndim - consumed))
+    basic, positions, arrays, out_dim = [], [], [], 0
+    for k in full:
+        if k is None or isinstance(k, slice):
+            basic.append(k)
+            out_dim += 1
+        else:
+            basic.append(slice(None))
+            positions.append(out_dim)
+            arrays.append(k if x._backend.is_array(k) else
+                          x._backend.asarray(int(k), "int64"))
+            out_dim += 1
+    y = x
+    if any(k is None or k != slice(None) for k in basic):
+        y = GetItem.apply(x, key=("basic", tuple(basic)))
+    # 2. NumPy's rule: adjacent advanced axes keep their place, separated ones go first
+    if positions != list(range(positions[0], positions[0] + len(positions))):
+        rest = [d for d in range(y.ndim) if d not in positions]
+        y = permute(y, *positions, *rest)
+        positions = list(range(len(positions)))
+    p0, k = positions[0], len(positions)
+    sizes = y.shape[p0:p0 + k]
+    # 3. merge the advanced axes into one and index it with the flat position
+    n = 1
+    for s in sizes:
+        n *= s
+    y = y.reshape(y.shape[:p0] + (n,) + y.shape[p0 + k:])
+    flat, stride = None, n
+    for idx, s in zip(arrays, sizes):
+        stride //= s
+        idx = xp.where(idx < 0, idx + s, idx)
+        term = idx * stride if stride != 1 else idx
+        flat = term if flat is None else flat + term
+    return GetItem.apply(y, key=("take", p0, flat))
 
 
 # -- not differentiable: results never require grad

@@ -32,7 +32,8 @@ import functools
 import heapq
 import itertools
 
-from .backend import get_backend as _get_backend, all_backends as _all_backends
+from .backend import format_array as _format_array, get_backend as _get_backend, \
+    host_array as _host_array
 
 __all__ = ["Tensor", "Function", "DType", "no_grad", "enable_grad", "set_grad_enabled",
            "is_grad_enabled", "grad", "tensor"]
@@ -372,9 +373,7 @@ class Tensor:
                       create_graph, inputs=None)
 
     def __repr__(self):
-        import numpy as np  # host-side printing of an explicitly transferred copy
-        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(",
-                               precision=4, threshold=200)
+        body = _format_array(self.numpy(), prefix="tensor(")
         extras = []
         if self.dtype.name not in ("float32", "int64", "bool"):
             extras.append(f"dtype={self.dtype!r}")
@@ -391,17 +390,7 @@ class Tensor:
 
 def _host_to_backend(data, be, dtype):
     """Python scalars, lists and NumPy arrays -> a fresh array on ``be``."""
-    import numpy as np  # host data is NumPy by definition; this is the host->device door
-    arr = np.array(data, copy=True)
-    if dtype is None:
-        if arr.dtype == np.float64 and not isinstance(data, np.ndarray):
-            arr = arr.astype(np.float32)  # Python floats -> float32, like PyTorch
-        elif arr.dtype.kind in "iu" and not isinstance(data, np.ndarray):
-            arr = arr.astype(np.int64)
-        elif arr.dtype.kind == "O":
-            raise TypeError(f"cannot make a tensor from {type(data).__name__} "
-                            f"(ragged or mixed nested sequences?)")
-    return be.from_numpy(arr, dtype)
+    return be.from_numpy(_host_array(data, dtype), dtype)
 
 
 def _as_grad(g, like: Tensor) -> Tensor:
@@ -458,6 +447,10 @@ def _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs):
                 gxs = (gxs,)
             for x, gx in zip(node.inputs, gxs):
                 if gx is not None and x.requires_grad:
+                    if gx.data.shape != x.data.shape:
+                        raise RuntimeError(
+                            f"{type(node).__name__}.backward returned a gradient of shape "
+                            f"{tuple(gx.shape)} for an input of shape {tuple(x.shape)}")
                     accumulate(x, gx)
             if not retain_graph:
                 node.release()

@@ -1,0 +1,507 @@
+"""The ONE registry of differentiable ops: each entry pairs a minigrad call
+with its NumPy/SciPy reference, the hypothesis strategy of its inputs (shapes,
+value domain, layouts, options) and whether a second derivative is checked.
+
+tests/test_ops.py runs, for every entry and on every backend, a forward test
+(equals the reference), ``mg.gradcheck`` and (where ``gradgrad``) ``mg.gradgradcheck``.
+``python -m minigrad.gradcheck --list`` prints ``coverage_table()``.
+
+A case is ``(args, params)``: ``args`` is a list of ``strategies.Arg`` (the same
+``Arg`` object twice means the same tensor used twice, as in ``a * a``);
+``params`` are keyword options passed to both ``fn`` and ``ref``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np  # host-side: NumPy is the reference the ops are checked against
+import scipy.special
+from hypothesis import strategies as st
+
+import minigrad as mg
+import strategies as S
+
+BACKENDS_CHECKED = "numpy strict (cupy)"
+
+
+@dataclass
+class OpSpec:
+    name: str
+    fn: Callable            # fn(*tensors, **params) -> Tensor
+    ref: Callable           # ref(*numpy arrays, **params) -> numpy array
+    cases: Callable         # () -> strategy of (args, params)
+    gradgrad: bool = True   # run gradgradcheck (a second derivative exists)
+    domain: str = "real"
+    notes: str = ""
+    tags: list = field(default_factory=list)
+
+
+OPS: list[OpSpec] = []
+
+
+def op(name, fn, ref, cases, gradgrad=True, domain="real", notes=""):
+    OPS.append(OpSpec(name, fn, ref, cases, gradgrad, domain, notes))
+
+
+# ----------------------------------------------------------------------------- case builders
+def unary(domain="real", params=st.just({})):
+    @st.composite
+    def cases(draw):
+        shape = draw(S.shapes())
+        return [draw(S.args(shape, domain))], draw(params)
+    return cases
+
+
+def binary(domain_a="real", domain_b="real", allow_same=True, same_domain=None):
+    """Two broadcastable operands; sometimes the SAME tensor twice (a + a)."""
+    @st.composite
+    def cases(draw):
+        if allow_same and draw(st.integers(0, 4)) == 0:
+            a = draw(S.args(draw(S.shapes()), same_domain or domain_b))
+            return [a, a], {}
+        sa, sb = draw(S.broadcastable_shapes())
+        return [draw(S.args(sa, domain_a)), draw(S.args(sb, domain_b))], {}
+    return cases
+
+
+def reduction(domain="real", extra=None, min_count=1):
+    """One operand, an axis (None, int or tuple) and keepdims."""
+    @st.composite
+    def cases(draw):
+        shape = draw(S.shapes())
+        axis = draw(S.axes(len(shape)))
+        params = {"axis": axis, "keepdims": draw(st.booleans())}
+        if extra is not None:
+            params.update(draw(extra))
+        need = min_count + params.get("correction", 0)
+        if S.reduced_size(shape, axis) < need:   # e.g. std over one element: no derivative
+            shape = tuple(max(s, need) for s in shape) if shape else shape
+            if S.reduced_size(shape, axis) < need:
+                shape, params["axis"] = (need,), None
+        return [draw(S.args(shape, domain))], params
+    return cases
+
+
+# ----------------------------------------------------------------------------- arithmetic
+op("add", lambda a, b: a + b, np.add, binary())
+op("sub", lambda a, b: a - b, np.subtract, binary())
+op("mul", lambda a, b: a * b, np.multiply, binary())
+op("div", lambda a, b: a / b, np.divide, binary("real", "denominator"), domain="b away from 0")
+op("pow", lambda a, b: a ** b, np.power, binary("positive", "small", same_domain="positive"),
+   domain="a > 0")
+
+
+@st.composite
+def _pow_scalar_cases(draw):
+    c = draw(st.sampled_from([2, 3, 0.5, -1.0, 1.5, -2]))
+    domain = "real" if c in (2, 3) else "positive"
+    return [draw(S.args(draw(S.shapes()), domain))], {"c": c}
+
+
+op("pow_scalar", lambda x, c: x ** c, lambda x, c: x ** c, _pow_scalar_cases,
+   domain="x > 0 unless c in {2, 3}")
+op("neg", lambda x: -x, np.negative, unary())
+op("scalar_operands", lambda x: (2.5 - x) * 0.5 + 1.0 / x - x / 3 + 2 ** x,
+   lambda x: (2.5 - x) * 0.5 + 1.0 / x - x / 3 + 2 ** x, unary("denominator"),
+   domain="x away from 0", notes="Python numbers on either side: radd rsub rmul rtruediv rpow")
+
+
+@st.composite
+def _matmul_cases(draw):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    kind = draw(st.sampled_from(["2d", "batched", "vec@mat", "mat@vec", "vec@vec",
+                                 "vec@batched", "batched@vec", "same"]))
+    batch_a, batch_b = draw(S.broadcastable_shapes(min_dims=1, max_dims=2, max_side=3))
+    if kind == "same":
+        a = draw(S.args(batch_a + (n, n)))
+        return [a, a], {}
+    sa, sb = {"2d": ((n, k), (k, m)), "batched": (batch_a + (n, k), batch_b + (k, m)),
+              "vec@mat": ((k,), (k, m)), "mat@vec": ((n, k), (k,)), "vec@vec": ((k,), (k,)),
+              "vec@batched": ((k,), batch_b + (k, m)),
+              "batched@vec": (batch_a + (n, k), (k,))}[kind]
+    return [draw(S.args(sa)), draw(S.args(sb))], {}
+
+
+op("matmul", lambda a, b: a @ b, np.matmul, _matmul_cases,
+   notes="2-D, batched with broadcast batch dims, 1-D on either side, a @ a")
+
+# ----------------------------------------------------------------------------- elementwise
+op("exp", mg.exp, np.exp, unary("small"))
+op("log", mg.log, np.log, unary("positive"), domain="x > 0")
+op("sqrt", mg.sqrt, np.sqrt, unary("positive"), domain="x > 0")
+op("abs", mg.abs, np.abs, unary("nonzero"), domain="|x| >= 0.1 (kink at 0)")
+op("sin", mg.sin, np.sin, unary())
+op("cos", mg.cos, np.cos, unary())
+op("tanh", mg.tanh, np.tanh, unary())
+op("sigmoid", mg.sigmoid, scipy.special.expit, unary())
+op("relu", mg.relu, lambda x: np.maximum(x, 0), unary("nonzero"), domain="|x| >= 0.1")
+op("leaky_relu", lambda x, negative_slope: mg.leaky_relu(x, negative_slope),
+   lambda x, negative_slope: np.where(x > 0, x, negative_slope * x),
+   unary("nonzero", st.fixed_dictionaries({"negative_slope": st.sampled_from([0.01, 0.2])})),
+   domain="|x| >= 0.1")
+op("elu", lambda x, alpha: mg.elu(x, alpha), lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x)),
+   unary("nonzero", st.fixed_dictionaries({"alpha": st.sampled_from([1.0, 0.5])})),
+   domain="|x| >= 0.1")
+op("softplus", mg.softplus, lambda x: np.logaddexp(0, x), unary())
+op("clip", lambda x, min, max: mg.clip(x, min, max), lambda x, min, max: np.clip(x, min, max),
+   unary("clip", st.sampled_from([{"min": S.CLIP_LO, "max": S.CLIP_HI},
+                                  {"min": S.CLIP_LO, "max": None},
+                                  {"min": None, "max": S.CLIP_HI}])),
+   domain="x >= 0.05 away from the bounds")
+op("maximum", mg.maximum, np.maximum, binary("grid", "offgrid", allow_same=False),
+   domain="no ties (a on a grid, b between)")
+op("minimum", mg.minimum, np.minimum, binary("grid", "offgrid", allow_same=False),
+   domain="no ties (a on a grid, b between)")
+
+
+@st.composite
+def _where_cases(draw):
+    if draw(st.integers(0, 4)) == 0:
+        a = draw(S.args(draw(S.shapes())))
+        args = [a, a]
+        out_shape = a.value.shape
+    else:
+        sa, sb = draw(S.broadcastable_shapes())
+        args = [draw(S.args(sa)), draw(S.args(sb))]
+        out_shape = np.broadcast_shapes(sa, sb)
+    cond_shape = tuple(draw(st.sampled_from([s, 1])) for s in out_shape)
+    from hypothesis.extra import numpy as hnp
+    cond = draw(hnp.arrays(np.bool_, cond_shape))
+    return args, {"cond": cond}
+
+
+op("where", lambda a, b, cond: mg.where(mg.tensor(cond), a, b),
+   lambda a, b, cond: np.where(cond, a, b), _where_cases,
+   notes="condition broadcast too; where(c, a, a)")
+
+# ----------------------------------------------------------------------------- reductions
+op("sum", lambda x, axis, keepdims: x.sum(axis, keepdims),
+   lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), reduction())
+op("mean", lambda x, axis, keepdims: x.mean(axis, keepdims),
+   lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), reduction())
+op("max", lambda x, axis, keepdims: x.max(axis, keepdims),
+   lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), reduction("distinct"),
+   domain="distinct values (no ties)")
+op("min", lambda x, axis, keepdims: x.min(axis, keepdims),
+   lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), reduction("distinct"),
+   domain="distinct values (no ties)")
+_correction = st.fixed_dictionaries({"correction": st.sampled_from([0, 1])})
+op("var", lambda x, axis, keepdims, correction: x.var(axis, keepdims, correction),
+   lambda x, axis, keepdims, correction: np.var(x, axis=axis, keepdims=keepdims, ddof=correction),
+   reduction(extra=_correction))
+op("std", lambda x, axis, keepdims, correction: x.std(axis, keepdims, correction),
+   lambda x, axis, keepdims, correction: np.std(x, axis=axis, keepdims=keepdims, ddof=correction),
+   reduction("distinct", extra=_correction, min_count=2),
+   domain="distinct values, >= 2 per reduction (std > 0)")
+def _np_logsumexp(x, axis, keepdims):
+    # scipy.special.logsumexp turns a 0-d input with keepdims into shape (1,): NumPy's own
+    m = np.max(x, axis=axis, keepdims=True)
+    y = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+op("logsumexp", lambda x, axis, keepdims: x.logsumexp(axis, keepdims),
+   _np_logsumexp, reduction())
+
+
+@st.composite
+def _softmax_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    return [draw(S.args(shape))], {"axis": draw(st.integers(-len(shape), len(shape) - 1))}
+
+
+op("softmax", lambda x, axis: x.softmax(axis), lambda x, axis: scipy.special.softmax(x, axis=axis),
+   _softmax_cases)
+op("log_softmax", lambda x, axis: x.log_softmax(axis),
+   lambda x, axis: scipy.special.log_softmax(x, axis=axis), _softmax_cases)
+
+
+# ----------------------------------------------------------------------------- shape ops
+@st.composite
+def _reshape_cases(draw):
+    shape = draw(S.shapes())
+    dims = list(draw(st.permutations(shape)))
+    for _ in range(draw(st.integers(0, 2))):
+        dims.insert(draw(st.integers(0, len(dims))), 1)
+    if dims and draw(st.booleans()):
+        dims[draw(st.integers(0, len(dims) - 1))] = -1
+    return [draw(S.args(shape))], {"shape": tuple(dims)}
+
+
+def _np_reshape(x, shape):
+    return np.reshape(x, shape)
+
+
+op("reshape", lambda x, shape: x.reshape(shape), _np_reshape, _reshape_cases,
+   notes="-1 and inserted size-1 dims")
+op("view", lambda x, shape: x.view(*shape), _np_reshape, _reshape_cases)
+
+
+@st.composite
+def _two_axes_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    d = len(shape)
+    return [draw(S.args(shape))], {"dim0": draw(st.integers(-d, d - 1)),
+                                   "dim1": draw(st.integers(-d, d - 1))}
+
+
+op("transpose", lambda x, dim0, dim1: x.transpose(dim0, dim1),
+   lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1), _two_axes_cases)
+op("swapaxes", lambda x, dim0, dim1: mg.swapaxes(x, dim0, dim1),
+   lambda x, dim0, dim1: np.swapaxes(x, dim0, dim1), _two_axes_cases)
+
+
+@st.composite
+def _permute_cases(draw):
+    shape = draw(S.shapes())
+    return [draw(S.args(shape))], {"dims": tuple(draw(st.permutations(range(len(shape)))))}
+
+
+op("permute", lambda x, dims: x.permute(*dims), lambda x, dims: np.transpose(x, dims),
+   _permute_cases)
+
+
+@st.composite
+def _flatten_cases(draw):
+    shape = draw(S.shapes())
+    d = max(len(shape), 1)
+    s, e = sorted(draw(st.lists(st.integers(0, d - 1), min_size=2, max_size=2)))
+    if draw(st.booleans()):
+        s, e = s - d, e - d   # negative dims
+    return [draw(S.args(shape))], {"start_dim": s, "end_dim": e}
+
+
+def _np_flatten(x, start_dim, end_dim):
+    if x.ndim == 0:
+        return np.reshape(x, (1,))
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    return np.reshape(x, x.shape[:s] + (-1,) + x.shape[e + 1:])
+
+
+op("flatten", lambda x, start_dim, end_dim: x.flatten(start_dim, end_dim), _np_flatten,
+   _flatten_cases)
+
+
+@st.composite
+def _squeeze_cases(draw):
+    shape = list(draw(S.shapes()))
+    for _ in range(draw(st.integers(0, 2))):
+        shape.insert(draw(st.integers(0, len(shape))), 1)
+    ones = [i for i, s in enumerate(shape) if s == 1]
+    axis = None
+    if ones and draw(st.booleans()):
+        picked = draw(st.lists(st.sampled_from(ones), min_size=1, unique=True))
+        axis = picked[0] if len(picked) == 1 else tuple(picked)
+    return [draw(S.args(tuple(shape)))], {"axis": axis}
+
+
+op("squeeze", lambda x, axis: x.squeeze(axis), lambda x, axis: np.squeeze(x, axis),
+   _squeeze_cases)
+
+
+@st.composite
+def _unsqueeze_cases(draw):
+    shape = draw(S.shapes())
+    return [draw(S.args(shape))], {"axis": draw(st.integers(-len(shape) - 1, len(shape)))}
+
+
+op("unsqueeze", lambda x, axis: x.unsqueeze(axis), lambda x, axis: np.expand_dims(x, axis),
+   _unsqueeze_cases)
+
+
+@st.composite
+def _expand_cases(draw):
+    small, big = draw(S.broadcastable_shapes())
+    if len(small) > len(big) or any(s not in (1, b) for s, b in zip(small[::-1], big[::-1])):
+        small, big = big, small
+    target = tuple(np.broadcast_shapes(small, big))
+    if draw(st.booleans()):   # PyTorch's -1: keep that size
+        lead = len(target) - len(small)
+        target = tuple(-1 if i >= lead and small[i - lead] == t and draw(st.booleans()) else t
+                       for i, t in enumerate(target))
+    return [draw(S.args(small))], {"shape": target}
+
+
+def _np_expand(x, shape):
+    lead = len(shape) - x.ndim
+    return np.broadcast_to(x, tuple(x.shape[i - lead] if s == -1 else s
+                                    for i, s in enumerate(shape)))
+
+
+op("expand", lambda x, shape: x.expand(*shape), _np_expand, _expand_cases,
+   notes="new leading dims, size-1 dims stretched, -1")
+op("broadcast_to", lambda x, shape: mg.broadcast_to(x, _np_expand(np.zeros(x.shape), shape).shape),
+   _np_expand, _expand_cases)
+
+
+@st.composite
+def _concat_cases(draw, stack=False):
+    shape = draw(S.shapes(min_dims=0 if stack else 1))
+    d = len(shape)
+    axis = draw(st.integers(-d - 1, d) if stack else st.integers(-d, d - 1))
+    n = draw(st.integers(1, 3))
+    out = []
+    for _ in range(n):
+        if out and draw(st.integers(0, 3)) == 0:
+            out.append(out[0])    # the same tensor twice: cat([a, a])
+            continue
+        s = list(shape)
+        if not stack:
+            s[axis] = draw(st.integers(1, 3))
+            if out:
+                s = [*out[0].value.shape]
+                s[axis] = draw(st.integers(1, 3))
+        out.append(draw(S.args(tuple(s))))
+    return out, {"axis": axis}
+
+
+op("concatenate", lambda *xs, axis: mg.concatenate(xs, axis),
+   lambda *xs, axis: np.concatenate(xs, axis), _concat_cases,
+   notes="1-3 inputs, cat([a, a])")
+op("stack", lambda *xs, axis: mg.stack(xs, axis), lambda *xs, axis: np.stack(xs, axis),
+   lambda: _concat_cases(stack=True), notes="1-3 inputs, 0-d inputs, stack([a, a])")
+
+
+def _weighted_flat(pieces, cat):
+    """Join split pieces into one output, piece i scaled by (i + 1), so a wrong
+    boundary or a mixed-up piece changes the result and its gradient."""
+    return cat([p.reshape(-1) * float(i + 1) for i, p in enumerate(pieces)])
+
+
+def _np_sizes(n, split_size_or_sections):
+    if isinstance(split_size_or_sections, int):
+        return [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
+    return list(split_size_or_sections)
+
+
+def _np_split(x, split, axis):
+    cuts = np.cumsum(_np_sizes(x.shape[axis], split))[:-1]
+    return _weighted_flat(np.split(x, cuts, axis), np.concatenate)
+
+
+@st.composite
+def _split_cases(draw, chunk=False):
+    shape = draw(S.shapes(min_dims=1))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    n = shape[axis]
+    if chunk:
+        return [draw(S.args(shape))], {"chunks": draw(st.integers(1, n + 1)), "axis": axis}
+    if draw(st.booleans()):
+        split = draw(st.integers(1, n))
+    else:
+        cuts = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+        split = [b - a for a, b in zip([0] + cuts, cuts + [n])]
+    return [draw(S.args(shape))], {"split": split, "axis": axis}
+
+
+op("split", lambda x, split, axis: _weighted_flat(mg.split(x, split, axis), mg.concatenate),
+   _np_split, _split_cases, notes="int size (ragged last piece) or list of sizes, empty pieces")
+op("chunk",
+   lambda x, chunks, axis: _weighted_flat(mg.chunk(x, chunks, axis), mg.concatenate),
+   lambda x, chunks, axis: _np_split(x, -(-x.shape[axis] // chunks), axis),
+   lambda: _split_cases(chunk=True))
+
+
+@st.composite
+def _pad_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    k = draw(st.integers(1, len(shape)))
+    pad = tuple(draw(st.lists(st.integers(0, 2), min_size=2 * k, max_size=2 * k)))
+    return [draw(S.args(shape))], {"pad": pad, "value": draw(st.sampled_from([0.0, 1.5]))}
+
+
+def _np_pad(x, pad, value):
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return np.pad(x, widths, constant_values=value)
+
+
+op("pad", lambda x, pad, value: mg.pad(x, pad, value), _np_pad, _pad_cases,
+   notes="PyTorch F.pad order (last axis first), constant value")
+
+
+# ----------------------------------------------------------------------------- indexing
+@st.composite
+def _getitem_basic_cases(draw):
+    from hypothesis.extra import numpy as hnp
+    shape = draw(S.shapes(min_dims=1))
+    key = draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    return [draw(S.args(shape))], {"key": key}
+
+
+op("getitem_basic", lambda x, key: x[key], lambda x, key: x[key], _getitem_basic_cases,
+   notes="ints, slices with steps, None, ...")
+
+
+@st.composite
+def _getitem_int_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    form = draw(st.sampled_from(["first", "axis", "two", "tensor2d"]))
+    if form == "two" and len(shape) < 2:
+        form = "first"
+    if form == "axis":
+        ax = draw(st.integers(0, len(shape) - 1))
+    else:
+        ax = 0
+    def idx(n):  # repeats on purpose: their gradients must ADD
+        return draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=5))
+    if form == "two":
+        i0 = idx(shape[0])
+        i1 = [draw(st.integers(-shape[1], shape[1] - 1)) for _ in i0]
+        key = (np.array(i0), np.array(i1))
+    elif form == "tensor2d":
+        key = np.array(idx(shape[0]) * 2).reshape(2, -1)
+    else:
+        key = (slice(None),) * ax + (np.array(idx(shape[ax])),)
+    return [draw(S.args(shape))], {"key": key}
+
+
+def _to_tensor_key(key):
+    if isinstance(key, tuple):
+        return tuple(mg.tensor(k) if isinstance(k, np.ndarray) else k for k in key)
+    return mg.tensor(key) if isinstance(key, np.ndarray) else key
+
+
+op("getitem_int_array", lambda x, key: x[_to_tensor_key(key)], lambda x, key: x[key],
+   _getitem_int_cases, notes="repeated indices (gradient scatter-adds), any axis, 2-D index, "
+                             "two index arrays")
+
+
+@st.composite
+def _getitem_bool_cases(draw):
+    from hypothesis.extra import numpy as hnp
+    shape = draw(S.shapes(min_dims=1))
+    lead = draw(st.integers(1, len(shape)))
+    mask = draw(hnp.arrays(np.bool_, shape[:lead]))
+    return [draw(S.args(shape))], {"mask": mask}
+
+
+op("getitem_bool", lambda x, mask: x[mg.tensor(mask)], lambda x, mask: x[mask],
+   _getitem_bool_cases, notes="mask over all or the leading dims")
+
+
+# ----------------------------------------------------------------------------- the table
+def coverage_table() -> str:
+    """One line per op: the checks test_ops.py runs on it and the input domain."""
+    rows = [("op", "forward", "gradcheck", "gradgradcheck", "backends", "domain / notes")]
+    for s in OPS:
+        rows.append((s.name, "yes", "yes", "yes" if s.gradgrad else "no", BACKENDS_CHECKED,
+                     "; ".join(x for x in (s.domain if s.domain != "real" else "", s.notes)
+                               if x)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        if j == 0:
+            lines.append("-" * len(lines[0]))
+    lines.append(f"\n{len(OPS)} ops; property tests in tests/test_ops.py "
+                 f"(forward vs NumPy/SciPy, gradcheck, gradgradcheck), every input drawn with "
+                 f"broadcasting, size-1 dims, 0-d tensors and non-contiguous layouts where the op "
+                 f"takes them")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(coverage_table())
