@@ -30,3 +30,5 @@ uint8 = _DTYPES["uint8"]
 bool = _DTYPES["bool"]
 
 __version__ = "0.1.0"
+
+from . import functional, nn, optim  # noqa: E402,F401  (they import the core above)

@@ -1,0 +1,529 @@
+"""Stateless layers and losses (PyTorch's ``torch.nn.functional``):
+``import minigrad.functional as F``.
+
+Argument order and ``reduction=`` follow PyTorch: ``loss(input, target, ...)``
+with ``reduction`` one of ``"mean"`` (default), ``"sum"``, ``"none"``.
+
+The hot paths (``linear``, ``cross_entropy``, ``binary_cross_entropy[_with_logits]``,
+``batch_norm``) are single Functions: one graph node, a forward with few array
+temporaries, and a backward written in Tensor ops (so they can be differentiated
+twice). Their backward uses the values saved by forward when no graph of the
+backward is being recorded, and recomputes them with Tensor ops from the inputs
+when one is (``create_graph=True``), so second derivatives see every dependence.
+"""
+from __future__ import annotations
+
+import math
+
+from . import ops as _ops
+try:  # TEMPORARY guard until minigrad/conv.py lands
+    from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
+                       interpolate, max_pool2d)
+except ImportError:
+    pass
+from .ops import (elu, leaky_relu, log_softmax, pad, relu, sigmoid, softmax,  # noqa: F401
+                  softplus as _softplus, tanh)
+from .tensor import Function, Tensor, is_grad_enabled, no_grad
+
+__all__ = ["linear", "dropout", "batch_norm", "embedding", "one_hot", "mse_loss", "l1_loss",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+           "nll_loss", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "softmax",
+           "log_softmax", "pad", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "interpolate", "flatten"]
+
+
+def _const(array, be):
+    return Tensor._make(array, be, False, None)
+
+
+def _recording():
+    """True inside a backward that builds its own graph (create_graph=True)."""
+    return is_grad_enabled()
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, computed stably for every x (so PyTorch's
+    ``threshold`` switch to the identity is not needed; the argument is accepted)."""
+    if beta == 1.0:
+        return _softplus(x)
+    return _softplus(x * beta) * (1.0 / beta)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    return _ops.flatten(x, start_dim, end_dim)
+
+
+# ----------------------------------------------------------------------------- linear
+class Linear(Function):
+    """y = x @ W^T + b, W of shape (out, in) (PyTorch's layout), x of shape (..., in).
+
+    dx = gy @ W;  dW = gy^T x (over all leading axes);  db = sum of gy over them."""
+
+    def forward(self, x, w, b=None):
+        xp = self.xp
+        y = xp.matmul(x, xp.matrix_transpose(w))
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, w = self.inputs[0], self.inputs[1]
+        need = self.needs_input_grad
+        gx = gw = gb = None
+        if need[0]:
+            gx = gy @ w
+        if need[1]:
+            g2 = gy.reshape(-1, gy.shape[-1]) if gy.ndim != 2 else gy
+            x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+            gw = g2.mT @ x2
+        if len(self.inputs) > 2 and need[2]:
+            gb = gy.sum_to(self.inputs[2].shape)
+        return gx, gw, gb
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight^T + bias with weight of shape (out_features, in_features)."""
+    if input.ndim < 1 or weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {input.shape} does not fit weight of shape "
+                         f"{weight.shape} (need input.shape[-1] == weight.shape[1])")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias of shape {bias.shape} does not fit weight of shape "
+                         f"{weight.shape} (need ({weight.shape[0]},))")
+    if input.ndim == 1:
+        return linear(input.reshape(1, -1), weight, bias).reshape(-1)
+    if bias is None:
+        return Linear.apply(input, weight)
+    return Linear.apply(input, weight, bias)
+
+
+# ----------------------------------------------------------------------------- dropout
+def dropout(input, p=0.5, training=True):
+    """Inverted dropout: in training, zero each element with probability p and scale
+    the rest by 1/(1-p), so the expected value is unchanged; identity otherwise."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    be = input._backend
+    xp = be.xp
+    if p == 1.0:
+        return input * 0.0
+    keep = be.uniform(input.shape, dtype=input.data.dtype) >= p
+    mask = xp.astype(keep, input.data.dtype) * (1.0 / (1.0 - p))
+    return input * _const(mask, be)
+
+
+# ----------------------------------------------------------------------------- batch norm
+def _bn_axes(x):
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of shape (N, C, ...), got {x.shape}")
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _bn_shape(x):
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+class BatchNormTrain(Function):
+    """Training-mode batch norm over axes (0, 2, 3, ...):
+
+        xhat = (x - mean) / sqrt(var + eps)   (biased batch variance)
+        y    = gamma * xhat + beta
+
+    Backward (n values per channel, g = gy * gamma):
+        dx     = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)
+        dgamma = sum(gy * xhat),  dbeta = sum(gy)
+    """
+
+    def forward(self, x, weight=None, bias=None, eps=1e-5):
+        xp = self.xp
+        axes = _bn_axes(x)
+        mean = xp.mean(x, axis=axes, keepdims=True)
+        d = x - mean
+        var = xp.mean(d * d, axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        xhat = d * rstd
+        self.eps, self.axes, self.xhat, self.rstd = eps, axes, xhat, rstd
+        self.batch_mean, self.batch_var = mean, var
+        y = xhat
+        if weight is not None:
+            y = y * xp.reshape(weight, _bn_shape(x))
+        if bias is not None:
+            y = y + xp.reshape(bias, _bn_shape(x))
+        return y
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        has_w = len(self.inputs) > 1
+        shape = _bn_shape(x)
+        axes = self.axes
+        if _recording():  # rebuild xhat from x so second derivatives see it
+            d = x - _ops.mean(x, axes, keepdims=True)
+            rstd = 1.0 / _ops.sqrt(_ops.mean(d * d, axes, keepdims=True) + self.eps)
+            xhat = d * rstd
+        else:
+            xhat, rstd = _const(self.xhat, self._backend), _const(self.rstd, self._backend)
+        g = gy * self.inputs[1].reshape(shape) if has_w else gy
+        gx = gw = gb = None
+        if self.needs_input_grad[0]:
+            gx = (g - _ops.mean(g, axes, keepdims=True)
+                  - xhat * _ops.mean(g * xhat, axes, keepdims=True)) * rstd
+        if has_w and self.needs_input_grad[1]:
+            gw = _ops.sum(gy * xhat, axes).reshape(-1)
+        if len(self.inputs) > 2 and self.needs_input_grad[2]:
+            gb = _ops.sum(gy, axes).reshape(-1)
+        return gx, gw, gb
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N, C) or (N, C, ...) inputs, per channel C.
+
+    training: normalise with the batch mean and biased variance, and update the
+    running estimates in place (if given):
+        running_mean = (1 - momentum) running_mean + momentum mean
+        running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)
+    evaluation: normalise with the running estimates.
+    """
+    _bn_axes(input)
+    c = input.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"batch_norm: {name} has shape {t.shape}, expected ({c},) for "
+                             f"input of shape {input.shape}")
+    if training:
+        n = input.size // c
+        if n <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                             f"training, got input of shape {input.shape}")
+        args = [input] + ([weight] if weight is not None else []) + \
+            ([bias] if bias is not None else [])
+        if weight is None and bias is not None:
+            args = [input, _ops.ones_like(bias), bias]
+        y = BatchNormTrain.apply(*args, eps=eps)
+        node = y._ctx
+        if running_mean is not None or running_var is not None:
+            # recompute the (cheap) batch statistics when no node kept them
+            xp = input._backend.xp
+            if node is not None:
+                mean, var = node.batch_mean, node.batch_var
+            else:
+                axes = _bn_axes(input)
+                mean = xp.mean(input.data, axis=axes, keepdims=True)
+                var = xp.mean((input.data - mean) ** 2, axis=axes, keepdims=True)
+            with no_grad():
+                if running_mean is not None:
+                    running_mean.data = (1.0 - momentum) * running_mean.data + \
+                        momentum * xp.reshape(mean, (c,))
+                if running_var is not None:
+                    running_var.data = (1.0 - momentum) * running_var.data + \
+                        momentum * (n / (n - 1)) * xp.reshape(var, (c,))
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: evaluation mode needs running_mean and running_var")
+    shape = _bn_shape(input)
+    be = input._backend
+    rstd = 1.0 / be.xp.sqrt(running_var.data + eps)
+    scale = _const(be.xp.reshape(rstd, shape), be)
+    y = (input - _const(be.xp.reshape(running_mean.data, shape), be)) * scale
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+# ----------------------------------------------------------------------------- embedding
+def embedding(input, weight, padding_idx=None):
+    """Rows of ``weight`` (num_embeddings, dim) picked by the integer tensor ``input``:
+    output shape input.shape + (dim,). The row ``padding_idx`` gets no gradient."""
+    if input.dtype.is_floating_point:
+        raise TypeError(f"embedding: input must be an integer tensor, got {input.dtype.name}")
+    out = weight[input]
+    if padding_idx is not None:
+        if padding_idx < 0:
+            padding_idx += weight.shape[0]
+        keep = _const((input.data != padding_idx)[..., None], input._backend)
+        out = _ops.where(keep, out, out.detach())
+    return out
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape tensor.shape + (num_classes,) with a 1 at each index."""
+    be = tensor._backend
+    xp = be.xp
+    if tensor.dtype.is_floating_point:
+        raise TypeError(f"one_hot: needs an integer tensor, got {tensor.dtype.name}")
+    if num_classes < 0:
+        num_classes = int(be.to_numpy(xp.max(tensor.data))) + 1 if tensor.size else 0
+    _check_class_range(tensor.data, num_classes, be, "one_hot", None)
+    classes = be.arange(num_classes, dtype=tensor.data.dtype)
+    return _const(xp.astype(tensor.data[..., None] == classes, be.dtype("int64")), be)
+
+
+def _check_class_range(t, n, be, name, ignore_index):
+    xp = be.xp
+    if t.size if isinstance(t.size, int) else 1:
+        bad = (t < 0) | (t >= n)
+        if ignore_index is not None:
+            bad = bad & (t != ignore_index)
+        if bool(be.to_numpy(xp.any(bad))):
+            lo, hi = int(be.to_numpy(xp.min(t))), int(be.to_numpy(xp.max(t)))
+            raise ValueError(f"{name}: target values must be in [0, {n}), got values in "
+                             f"[{lo}, {hi}]")
+
+
+# ----------------------------------------------------------------------------- losses
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss, reduction, name):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_reduction(reduction, name):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _same_shape(input, target, name):
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name}: target must be a Tensor, got {type(target).__name__}")
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: target shape {target.shape} differs from input shape "
+                         f"{input.shape}; they must match (reshape one of them)")
+
+
+def mse_loss(input, target, reduction="mean"):
+    """(input - target)^2, reduced."""
+    _same_shape(input, target, "mse_loss")
+    _check_reduction(reduction, "mse_loss")
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|input - target|, reduced."""
+    _same_shape(input, target, "l1_loss")
+    _check_reduction(reduction, "l1_loss")
+    return _reduce(_ops.abs(input - target), reduction, "l1_loss")
+
+
+class BinaryCrossEntropy(Function):
+    """l = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 (as PyTorch).
+
+    dx = (x - t) / max(x (1 - x), 1e-12);  dt = log(1 - x) - log(x) (clamped logs)."""
+
+    def forward(self, x, t):
+        xp = self.xp
+        lx, l1x = self._logs(xp, x)
+        return -(t * lx + (1.0 - t) * l1x)
+
+    @staticmethod
+    def _logs(xp, x):
+        def clamped_log(a):
+            pos = a > 0
+            return xp.where(pos, xp.maximum(xp.log(xp.where(pos, a, 1.0)), -100.0), -100.0)
+        return clamped_log(x), clamped_log(1.0 - x)
+
+    def backward(self, gy):
+        x, t = self.inputs
+        gx = gt = None
+        if self.needs_input_grad[0]:
+            gx = gy * (x - t) / _ops.clip(x * (1.0 - x), 1e-12, None)
+        if self.needs_input_grad[1]:
+            lx, l1x = self._logs(self.xp, x.data)
+            gt = gy * _const(l1x - lx, self._backend)
+        return gx, gt
+
+
+def _apply_weight(loss, weight):
+    return loss if weight is None else loss * weight
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-(t log x + (1 - t) log(1 - x)) for probabilities x in [0, 1], logs clamped at
+    -100 (so x = 0 or 1 gives a finite loss), times ``weight``, reduced."""
+    _same_shape(input, target, "binary_cross_entropy")
+    _check_reduction(reduction, "binary_cross_entropy")
+    xp = input._backend.xp
+    if bool(input._backend.to_numpy(xp.any((input.data < 0) | (input.data > 1)))):
+        raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1] "
+                         "(use binary_cross_entropy_with_logits for logits)")
+    loss = BinaryCrossEntropy.apply(input, target)
+    return _reduce(_apply_weight(loss, weight), reduction, "binary_cross_entropy")
+
+
+class BCEWithLogits(Function):
+    """l = max(x, 0) - x t + log(1 + exp(-|x|))  (= softplus(x) - x t, exact for large |x|);
+    dx = sigmoid(x) - t;  dt = -x."""
+
+    def forward(self, x, t):
+        xp = self.xp
+        return xp.maximum(x, 0.0 * x) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        x, t = self.inputs
+        gx = gy * (_ops.sigmoid(x) - t) if self.needs_input_grad[0] else None
+        gt = gy * -x if self.needs_input_grad[1] else None
+        return gx, gt
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """Binary cross-entropy of sigmoid(input) against target, without forming the
+    sigmoid: max(x, 0) - x t + log(1 + exp(-|x|)), finite and exact for any logit.
+    With ``pos_weight`` p (per class, broadcast over the last axis), the positive term
+    is weighted: (1 - t) x + (1 + (p - 1) t) (log(1 + exp(-|x|)) + max(-x, 0))."""
+    _same_shape(input, target, "binary_cross_entropy_with_logits")
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    if pos_weight is None:
+        loss = BCEWithLogits.apply(input, target)
+    else:
+        log_weight = (pos_weight - 1.0) * target + 1.0
+        loss = (1.0 - target) * input + log_weight * _softplus(-input)
+    return _reduce(_apply_weight(loss, weight), reduction, "binary_cross_entropy_with_logits")
+
+
+def _class_mask(target, n_classes, be, dtype):
+    """One-hot of ``target`` (N, d...) along a new axis 1: shape (N, C, d...)."""
+    xp = be.xp
+    classes = xp.reshape(be.arange(n_classes, dtype=target.dtype),
+                         (1, n_classes) + (1,) * (target.ndim - 1))
+    return xp.astype(xp.expand_dims(target, axis=1) == classes, dtype)
+
+
+def _check_class_input(input, target, name):
+    if input.ndim < 1:
+        raise ValueError(f"{name}: input must have a class axis, got shape {input.shape}")
+    if target.dtype.is_floating_point:
+        raise TypeError(f"{name}: target must hold integer class indices, got "
+                        f"{target.dtype.name}")
+    expected = (input.shape[0],) + input.shape[2:] if input.ndim > 1 else ()
+    if target.shape != expected:
+        raise ValueError(f"{name}: target of shape {target.shape} does not fit input of shape "
+                         f"{input.shape} (expected {expected})")
+
+
+def _target_weights(input, target, weight, ignore_index, be):
+    """mask (N, C, ...) of the target class with the class weight in it, and the
+    per-example weight w[t] (0 for ignored targets), both arrays."""
+    xp = be.xp
+    c = input.shape[1]
+    mask = _class_mask(target.data, c, be, input.data.dtype)
+    if weight is not None:
+        if weight.shape != (c,):
+            raise ValueError(f"weight has shape {weight.shape}, expected ({c},)")
+        mask = mask * xp.reshape(weight.data, (1, c) + (1,) * (input.ndim - 2))
+    if 0 <= ignore_index < c:  # other values never match a class: already all-zero rows
+        keep = xp.astype(target.data != ignore_index, input.data.dtype)
+        mask = mask * xp.expand_dims(keep, axis=1)
+    per_example = xp.sum(mask, axis=1)
+    return mask, per_example
+
+
+class CrossEntropy(Function):
+    """Per-example l_i = -w_{t_i} log softmax(x_i)_{t_i} = w_{t_i} (logsumexp(x_i) - x_{i,t_i})
+    for logits x (N, C, ...) and a weighted one-hot mask M (N, C, ...):
+        l = sum_c M (lse - x);   dx = gy (softmax(x) sum_c M - M)."""
+
+    def forward(self, x, mask=None):
+        xp = self.xp
+        m = xp.max(x, axis=1, keepdims=True)
+        e = xp.exp(x - m)
+        s = xp.sum(e, axis=1, keepdims=True)
+        self.probs = e / s
+        lse = xp.log(s) + m
+        self.mask = mask
+        self.msum = xp.sum(mask, axis=1, keepdims=True)
+        return xp.sum(mask * (lse - x), axis=1)
+
+    def backward(self, gy):
+        be = self._backend
+        x, = self.inputs
+        probs = _ops.softmax(x, axis=1) if _recording() else _const(self.probs, be)
+        g = probs * _const(self.msum, be) - _const(self.mask, be)
+        return g * gy.unsqueeze(1)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """-w_t input[n, t] for log-probabilities input (N, C, ...) and class indices
+    target (N, ...); "mean" divides by the sum of w_t over non-ignored targets."""
+    _check_class_input(input, target, "nll_loss")
+    _check_reduction(reduction, "nll_loss")
+    be = input._backend
+    if input.ndim == 1:
+        return nll_loss(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
+    _check_class_range(target.data, input.shape[1], be, "nll_loss", ignore_index)
+    mask, per_example = _target_weights(input, target, weight, ignore_index, be)
+    loss = -(input * _const(mask, be)).sum(1)
+    return _weighted_reduce(loss, per_example, reduction, be)
+
+
+def _weighted_reduce(loss, per_example, reduction, be):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / _const(be.xp.sum(per_example), be)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy of logits input (N, C) or (N, C, d...) against integer
+    class indices target (N,) or (N, d...) (or class probabilities of input's shape):
+    logsumexp(x) - x_t per example, stable for any logits. "mean" divides by the
+    sum of the class weights of the non-ignored targets (PyTorch's convention).
+    ``label_smoothing`` eps mixes in the uniform target: (1 - eps) nll + eps mean_c(-log p)."""
+    _check_reduction(reduction, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing}")
+    be = input._backend
+    if target.dtype.is_floating_point:  # class probabilities
+        if target.shape != input.shape:
+            raise ValueError(f"cross_entropy: probability target of shape {target.shape} must "
+                             f"match input of shape {input.shape}")
+        c = input.shape[1] if input.ndim > 1 else input.shape[0]
+        axis = 1 if input.ndim > 1 else 0
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / c
+        logp = log_softmax(input, axis=axis)
+        if weight is not None:
+            wshape = (1, c) + (1,) * (input.ndim - 2) if input.ndim > 1 else (c,)
+            logp = logp * weight.reshape(wshape)
+        loss = -(logp * target).sum(axis)
+        return _reduce(loss, reduction, "cross_entropy")
+    _check_class_input(input, target, "cross_entropy")
+    if input.ndim == 1:
+        return cross_entropy(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index,
+                             reduction, label_smoothing)
+    _check_class_range(target.data, input.shape[1], be, "cross_entropy", ignore_index)
+    mask, per_example = _target_weights(input, target, weight, ignore_index, be)
+    nll = _weighted_reduce(CrossEntropy.apply(input, mask=mask), per_example, reduction, be)
+    if not label_smoothing:
+        return nll
+    # PyTorch's smoothing term: -sum_c w_c log p_c per example, ignored targets zeroed;
+    # "mean" divides by sum(w_t) with class weights, by the element count without.
+    c = input.shape[1]
+    xp = be.xp
+    logp = log_softmax(input, axis=1)
+    if weight is not None:
+        logp = logp * weight.reshape((1, c) + (1,) * (input.ndim - 2))
+    keep = _const(xp.astype(target.data != ignore_index, input.data.dtype), be)
+    smooth = -logp.sum(1) * keep
+    if reduction == "mean":
+        smooth = smooth.sum() / _const(xp.sum(per_example), be) if weight is not None \
+            else smooth.mean()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
+
+del math

@@ -1,0 +1,14 @@
+"""Neural-network modules (PyTorch's ``torch.nn``): ``from minigrad import nn``.
+
+``nn.Module`` and ``nn.Parameter`` (module.py), layers with PyTorch's default
+initialisations (layers.py), and ``nn.init`` (init.py). Stateless versions of
+the layers and the losses are in ``minigrad.functional``.
+"""
+from . import init  # noqa: F401
+from .module import (Module, ModuleDict, ModuleList, Parameter, Sequential,  # noqa: F401
+                     StateDictError)
+from .layers import *  # noqa: F401,F403
+from .layers import __all__ as _layers_all
+
+__all__ = ["init", "Module", "ModuleDict", "ModuleList", "Parameter", "Sequential",
+           "StateDictError", *_layers_all]

@@ -1,0 +1,351 @@
+"""Optimizers and learning-rate schedulers (PyTorch's ``torch.optim``):
+``from minigrad import optim``.
+
+Every update works in place on the parameters' backend arrays (``p.data``),
+outside the autograd graph, with no transfer to the host: on CuPy the whole
+step stays on the GPU. Parameters whose ``.grad`` is None (frozen with
+``requires_grad_(False)``, or unused in the loss) are skipped, as in PyTorch.
+
+Parameter groups: pass a list of dicts, each with ``"params"`` and any
+hyperparameter to override for that group (fine-tuning: a small lr for a
+pretrained trunk, a larger one for a new head)::
+
+    optim.SGD([{"params": trunk.parameters(), "lr": 1e-4},
+               {"params": head.parameters()}], lr=1e-2, momentum=0.9)
+"""
+from __future__ import annotations
+
+import math
+
+from .backend import is_host_array as _is_host_array
+from .tensor import Tensor, no_grad
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "StepLR", "CosineAnnealingLR"]
+
+
+class Optimizer:
+    """Base class: holds ``param_groups`` (list of dicts) and per-parameter ``state``."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = {}           # Parameter -> dict of arrays / numbers
+        self.param_groups = []
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of Tensors or of dicts, got a "
+                            "single Tensor (wrap it in a list)")
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, param_group):
+        """Add a group (dict with "params"); unspecified hyperparameters take the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param group must be a dict, got {type(param_group).__name__}")
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, got "
+                                f"{type(p).__name__}")
+            if p._ctx is not None:
+                raise ValueError("optimizer can only optimize leaf tensors (got a tensor "
+                                 "computed from others; use .detach().requires_grad_())")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group "
+                             "(or twice in one)")
+        group = dict(param_group)
+        group["params"] = params
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        for k in self.defaults:
+            if k in ("lr", "weight_decay", "eps", "momentum", "dampening") and group[k] < 0:
+                raise ValueError(f"invalid {k}: {group[k]} (must be >= 0)")
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none=True):
+        """Clear every parameter's gradient (None, or zeros with ``set_to_none=False``)."""
+        for g in self.param_groups:
+            for p in g["params"]:
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad = Tensor._make(p._backend.zeros(p.shape, p.data.dtype),
+                                          p._backend, False, None)
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            from .tensor import enable_grad
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
+        return loss
+
+    def _update(self, p, g, group, state):
+        raise NotImplementedError
+
+    # -- state: PyTorch's layout, parameters named by their position across groups
+    def state_dict(self):
+        """{"state": {index: {name: Tensor | number}}, "param_groups": [{..., "params":
+        [indices]}]}: indices number the parameters across groups, in order."""
+        index, groups = {}, []
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            packed["params"] = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                packed["params"].append(index[id(p)])
+            groups.append(packed)
+        state = {}
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p in self.state and self.state[p]:
+                    state[index[id(p)]] = {
+                        k: Tensor._make(v, p._backend, False, None) if p._backend.is_array(v)
+                        else v for k, v in self.state[p].items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and state. State arrays may be Tensors of any backend
+        or NumPy arrays; each is copied to its parameter's backend and dtype. Integer
+        keys may arrive as strings (from a file)."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"load_state_dict: the saved state has {len(groups)} parameter "
+                             f"groups, this optimizer {len(self.param_groups)}")
+        for i, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(mine["params"]):
+                raise ValueError(f"load_state_dict: parameter group {i} has "
+                                 f"{len(saved['params'])} parameters in the saved state, "
+                                 f"{len(mine['params'])} here")
+        by_index = {}
+        for saved, mine in zip(groups, self.param_groups):
+            for idx, p in zip(saved["params"], mine["params"]):
+                by_index[int(idx)] = p
+        saved_state = {int(k): v for k, v in state_dict["state"].items()}
+        new_state = {}  # parameters without saved state start fresh
+        for idx, entry in saved_state.items():
+            p = by_index.get(idx)
+            if p is None:
+                raise ValueError(f"load_state_dict: state for parameter {idx}, which no "
+                                 "group lists")
+            new_state[p] = {k: _to_param_array(v, p, k) for k, v in entry.items()}
+        self.state = new_state
+        for saved, mine in zip(groups, self.param_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    mine[k] = tuple(v) if isinstance(v, list) else v
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(g):
+                if k != "params":
+                    lines.append(f"    {k}: {g[k]}")
+        return "\n".join(lines) + "\n)"
+
+
+def _to_param_array(v, p, key):
+    """A saved state value as an array on p's backend with p's dtype (numbers pass)."""
+    be = p._backend
+    if isinstance(v, Tensor):
+        arr = v.data if v._backend is be else be.from_numpy(v.numpy())
+    elif be.is_array(v):
+        arr = v
+    elif _is_host_array(v):
+        if v.ndim == 0 and key == "step":
+            return int(v)
+        arr = be.from_numpy(v)
+    else:
+        return v
+    if tuple(arr.shape) != p.shape:
+        raise ValueError(f"load_state_dict: state {key!r} has shape {tuple(arr.shape)}, its "
+                         f"parameter {p.shape}")
+    return be.xp.astype(arr, p.data.dtype, copy=True)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent (PyTorch's rule), for gradient g of parameter p:
+
+        g = g + weight_decay * p
+        b = g (first step),  b = momentum * b + (1 - dampening) * g (later)
+        g = g + momentum * b if nesterov else b          (when momentum > 0)
+        p = p - lr * g
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False):
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _update(self, p, g, group, state):
+        if group["maximize"]:
+            g = -g
+        wd, mom = group["weight_decay"], group["momentum"]
+        if wd:
+            g = g + wd * p.data
+        if mom:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = p._backend.xp.asarray(g, copy=True)
+            else:
+                buf *= mom
+                buf += (1.0 - group["dampening"]) * g
+            g = g + mom * buf if group["nesterov"] else buf
+        p.data -= group["lr"] * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's rule; step t counts from 1:
+
+        g = g + weight_decay * p                      (L2 penalty, Adam only)
+        m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ``amsgrad=True`` uses the running maximum of v instead of v.
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, maximize=False):
+        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"invalid betas {betas}: each must be in [0, 1)")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
+
+    def _update(self, p, g, group, state):
+        xp = p._backend.xp
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if group["maximize"]:
+            g = -g
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        if wd:
+            if self.decoupled:
+                p.data *= 1.0 - lr * wd
+            else:
+                g = g + wd * p.data
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        if group["amsgrad"]:
+            vmax = state.get("max_exp_avg_sq")
+            if vmax is None:
+                vmax = state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+            vmax[...] = xp.maximum(vmax, v)
+            v = vmax
+        step_size = lr / (1.0 - b1 ** t)
+        denom = xp.sqrt(v)
+        denom *= 1.0 / math.sqrt(1.0 - b2 ** t)
+        denom += eps
+        p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's rule:
+
+        p = p (1 - lr * weight_decay), then the Adam step without the L2 term.
+    Default weight_decay 0.01, as in PyTorch."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+# ----------------------------------------------------------------------------- schedulers
+class LRScheduler:
+    """Sets each group's lr from its ``initial_lr`` and the epoch count ``last_epoch``.
+    Call ``scheduler.step()`` once per epoch, after ``optimizer.step()``."""
+
+    def __init__(self, optimizer, last_epoch=-1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} needs an Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        for g in optimizer.param_groups:
+            if last_epoch == -1:
+                g.setdefault("initial_lr", g["lr"])
+            elif "initial_lr" not in g:
+                raise KeyError("resuming a scheduler (last_epoch != -1) needs 'initial_lr' "
+                               "in every param group")
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self.step()
+
+    def lr_at(self, epoch):
+        """The lrs of every group at ``epoch`` (closed form)."""
+        raise NotImplementedError
+
+    def get_lr(self):
+        return self.lr_at(self.last_epoch)
+
+    def step(self):
+        self.last_epoch += 1
+        lrs = self.get_lr()
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        self._last_lr = list(lrs)
+
+    def get_last_lr(self):
+        """The lrs the last ``step()`` set, one per group."""
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update({k: v for k, v in state_dict.items() if k != "optimizer"})
+        self.last_epoch = int(self.last_epoch)
+
+
+class StepLR(LRScheduler):
+    """lr = initial_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if not isinstance(step_size, int) or step_size <= 0:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch):
+        return [base * self.gamma ** (epoch // self.step_size) for base in self.base_lrs]
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (initial_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        if T_max <= 0:
+            raise ValueError(f"CosineAnnealingLR: T_max must be positive, got {T_max}")
+        self.T_max, self.eta_min = T_max, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch):
+        c = (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
