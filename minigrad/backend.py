@@ -306,15 +306,30 @@ class StrictBackend(Backend):
         # index into flat positions, and add with a one-hot matrix product
         # (O(n*m) memory, fine for test sizes).
         xp = self.xp
-        flat_pos = xp.reshape(xp.arange(_size(target.shape), device=self.device), target.shape)
-        pos = xp.reshape(flat_pos[index], (-1,))
+        gathered = self._flat_positions(target.shape, index)
+        pos = xp.reshape(gathered, (-1,))
         vals = xp.broadcast_to(xp.asarray(values, dtype=target.dtype, device=self.device),
-                               flat_pos[index].shape)
+                               gathered.shape)
         onehot = xp.astype(pos[:, None] == xp.arange(_size(target.shape), device=self.device)[None, :],
                            target.dtype)
         added = xp.reshape(xp.reshape(vals, (1, -1)) @ onehot, target.shape)
         target[...] = target + added
         return target
+
+    def _flat_positions(self, shape, index):
+        """The flat position of every element ``x[index]`` picks from an array of
+        ``shape``. array-api-strict takes integer arrays only when they index ALL
+        axes, so k arrays over the leading k axes are expanded by hand."""
+        xp = self.xp
+        key = index if isinstance(index, tuple) else (index,)
+        k = len(key)
+        if k < len(shape) and all(self.is_array(i) for i in key):
+            inner = _size(shape[k:])
+            lead = xp.reshape(xp.arange(_size(shape[:k]), device=self.device), shape[:k])[key]
+            pos = lead[..., None] * inner + xp.arange(inner, device=self.device)
+            return xp.reshape(pos, tuple(lead.shape) + tuple(shape[k:]))
+        flat = xp.reshape(xp.arange(_size(shape), device=self.device), shape)
+        return flat[key]
 
     def index_add(self, target, axis, index, values):
         # a one-hot matrix (n, m) sends the n gathered slices back onto m rows
@@ -442,7 +457,10 @@ def backend_of(a) -> Backend:
 _current = [get_backend("numpy")]
 _env = os.environ.get("MINIGRAD_BACKEND")
 if _env:
-    set_backend(_env)
+    try:
+        set_backend(_env)
+    except (BackendError, ValueError) as _e:
+        raise type(_e)(f"MINIGRAD_BACKEND={_env}: {_e}") from None
 
 
 def all_backends() -> list[Backend]:
