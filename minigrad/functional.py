@@ -339,8 +339,13 @@ class BinaryCrossEntropy(Function):
         if self.needs_input_grad[0]:
             gx = gy * (x - t) / _ops.clip(x * (1.0 - x), 1e-12, None)
         if self.needs_input_grad[1]:
-            lx, l1x = self._logs(self.xp, x.data)
-            gt = gy * _const(l1x - lx, self._backend)
+            if _recording():
+                dlog = _ops.clip(_ops.log(1.0 - x), -100.0, None) - \
+                    _ops.clip(_ops.log(x), -100.0, None)
+            else:
+                lx, l1x = self._logs(self.xp, x.data)
+                dlog = _const(l1x - lx, self._backend)
+            gt = gy * dlog
         return gx, gt
 
 
@@ -511,7 +516,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if not label_smoothing:
         return nll
     # PyTorch's smoothing term: -sum_c w_c log p_c per example, ignored targets zeroed;
-    # "mean" divides by sum(w_t) with class weights, by the element count without.
+    # "mean" divides by sum(w_t) over the non-ignored targets, as for the nll term.
     c = input.shape[1]
     xp = be.xp
     logp = log_softmax(input, axis=1)
@@ -520,8 +525,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     keep = _const(xp.astype(target.data != ignore_index, input.data.dtype), be)
     smooth = -logp.sum(1) * keep
     if reduction == "mean":
-        smooth = smooth.sum() / _const(xp.sum(per_example), be) if weight is not None \
-            else smooth.mean()
+        smooth = smooth.sum() / _const(xp.sum(per_example), be)
     elif reduction == "sum":
         smooth = smooth.sum()
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
