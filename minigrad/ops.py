@@ -731,7 +731,15 @@ def where(condition, x, y):
     else:
         raise TypeError("where: x or y must be a tensor")
     x, y = as_tensor(x, like), as_tensor(y, like)
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    if isinstance(condition, Tensor):
+        if condition._backend is not like._backend:
+            raise ValueError(f"where: the condition is on backend {condition.backend!r}, "
+                             f"the values on {like.backend!r}")
+        cond = condition.data
+    elif like._backend.is_array(condition):
+        cond = condition
+    else:
+        cond = Tensor(condition, backend=like._backend).data
     return Where.apply(x, y, cond=cond)
 
 

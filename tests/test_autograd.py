@@ -356,3 +356,12 @@ def test_training_loop_does_not_leak(backend_name):
             counts.append(_count_graph_objects())
     assert counts[0] == counts[1], f"live (Function, Tensor) grew from {counts[0]} to {counts[1]}"
     assert all(r() is None for r in node_refs)
+
+
+def test_index_and_condition_on_another_backend_raise():
+    x = mg.tensor([1.0, 2.0, 3.0], backend="numpy")
+    idx = mg.tensor([0, 2], backend="strict")
+    with pytest.raises(ValueError, match="'strict'.*'numpy'"):
+        x[idx]
+    with pytest.raises(ValueError, match="'strict'.*'numpy'"):
+        mg.where(mg.tensor([True, False, True], backend="strict"), x, 0.0)

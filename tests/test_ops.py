@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 
 import minigrad as mg
+from minigrad.gradcheck import FULL_CHECK_MAX_ELEMENTS
 from op_registry import OPS
 
 GRADGRAD_OPS = [s for s in OPS if s.gradgrad]
@@ -109,3 +110,52 @@ def test_coverage_table_lists_every_op():
     table = coverage_table()
     for s in OPS:
         assert f"\n{s.name} " in table
+
+
+def test_gradcheck_reports_the_worst_element(backend_name):
+    class WrongAtTheEnd(mg.Function):
+        def forward(self, x):
+            return x * 1.0
+
+        def backward(self, gy):
+            return gy * mg.tensor([1.0, 1.1, 1.5, 1.0], dtype="float64")
+
+    x = mg.tensor([1.0, 2.0, 3.0, 4.0], dtype="float64", requires_grad=True)
+    with pytest.raises(AssertionError, match=r"element \(2,\).*worst of 2 failing out of 4"):
+        mg.gradcheck(lambda t: WrongAtTheEnd.apply(t), [x])
+
+
+def test_gradcheck_on_large_inputs_uses_random_directions(backend_name):
+    """Inputs above FULL_CHECK_MAX_ELEMENTS are checked along random directions:
+    a right backward passes, a backward off by 1% on one element fails."""
+    x = mg.randn(20, 20, dtype="float64", requires_grad=True)
+    assert x.size > FULL_CHECK_MAX_ELEMENTS
+    assert mg.gradcheck(lambda t: (t.tanh() @ t).sigmoid(), [x])
+
+    class Slightly(mg.Function):
+        def forward(self, x):
+            return x * x
+
+        def backward(self, gy):
+            scale = np.ones(self.inputs[0].shape)
+            scale[3, 4] = 30.0
+            return gy * 2.0 * self.inputs[0] * mg.tensor(scale)
+
+    with pytest.raises(AssertionError, match="random direction"):
+        mg.gradcheck(lambda t: Slightly.apply(t), [x])
+
+
+def test_comparisons_and_argmax_are_not_differentiable(backend_name):
+    a_np = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -2.5]])
+    b_np = np.array([0.5, 1.0, -2.0])
+    a = mg.tensor(a_np, requires_grad=True)
+    b = mg.tensor(b_np)
+    for got, expected in [(a == b, a_np == b_np), (a != b, a_np != b_np), (a < b, a_np < b_np),
+                          (a <= b, a_np <= b_np), (a > b, a_np > b_np), (a >= b, a_np >= b_np),
+                          (a > 0.0, a_np > 0.0),
+                          (a.argmax(), np.argmax(a_np)), (a.argmin(), np.argmin(a_np)),
+                          (a.argmax(axis=1), np.argmax(a_np, axis=1)),
+                          (a.argmin(axis=0, keepdims=True), np.argmin(a_np, 0, keepdims=True))]:
+        assert not got.requires_grad and got.grad_fn is None
+        np.testing.assert_array_equal(got.numpy(), expected)
+    assert (a > 0.0).dtype == mg.bool and a.argmax().dtype == mg.int64
