@@ -1,0 +1,675 @@
+"""2-D convolution, transposed convolution, pooling and upsampling (NCHW).
+
+Everything here is written once against the backend's Array-API namespace
+``be.xp``, so the same code runs on NumPy, CuPy and the strict GPU stand-in.
+
+im2col: a convolution as one matrix product
+-------------------------------------------
+Output pixel (n, o, y, x) of a convolution is a dot product of the weights
+with one window of the (zero-padded) input. ``im2col`` copies every window
+into one row of a matrix, and the whole batch becomes ONE GEMM:
+
+    cols (N*Ho*Wo, kh*kw*C)  @  W (kh*kw*C, O)  ->  (N*Ho*Wo, O)
+
+The copy is done with kh*kw strided slices, one per kernel offset, not one
+per window. Along one axis (k = 3, stride s = 2, dilation d = 1, Ho = 3):
+
+    padded input:   0  1  2  3  4  5  6
+    window o=0     [a  b  c]
+    window o=1           [c  d  e]
+    window o=2                 [e  f  g]
+
+    kernel offset i takes element  i*d + s*o  of every window o:
+      i=0 -> a c e  = xpad[0 : 0 + s*(Ho-1) + 1 : s]
+      i=1 -> b d f  = xpad[1 : 1 + s*(Ho-1) + 1 : s]
+      i=2 -> c e g  = xpad[2 : 2 + s*(Ho-1) + 1 : s]
+
+so ``cols[:, :, :, i, j, :] = xpad[:, i*dh : i*dh + sh*(Ho-1)+1 : sh,
+j*dw : j*dw + sw*(Wo-1)+1 : sw, :]``: a slice with a step, which the Array
+API standard has. ``col2im`` is the adjoint: the same kh*kw slices, ADDED
+into a zero buffer (windows overlap when the stride is smaller than the
+kernel). Rows or columns that no window reaches (when H + 2p - d(k-1) - 1 is
+not a multiple of the stride) simply stay zero, and the result is cropped to
+exactly the input's shape.
+
+Layout: the padded input is copied once to NHWC and the columns are
+(N, Ho, Wo, kh, kw, C), so each slice copy moves runs of C contiguous numbers
+in both source and destination; in NumPy that is ~2x faster than the
+(C, kh, kw) order. The GEMM output (N*Ho*Wo, O) is returned as an NCHW view
+of NHWC memory (a free ``permute_dims``), which the next conv reads
+contiguously.
+
+Sizes (PyTorch's formulas, floor division):
+
+    conv2d:            Ho = (H + 2p - d(k-1) - 1) // s + 1
+    conv_transpose2d:  Ho = (H - 1) s - 2p + d(k-1) + output_padding + 1
+
+Gradients: convolution is bilinear in (x, w). Three ops call each other:
+
+    y  = conv2d(x, w)               the forward
+    gx = conv_transpose2d(gy, w)    d<y, gy>/dx   (col2im of gy @ W^T)
+    gw = conv2d_weight(x, gy)       d<y, gy>/dw   (gy^T @ cols)
+
+and the backward of each is made of the other two, so gradients of
+gradients (WGAN-GP, gradgradcheck) are just more convolutions.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .backend import backend_of as _backend_of
+from .tensor import Function, Tensor
+from . import ops as _ops
+
+__all__ = ["im2col", "col2im", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "interpolate", "upsample_nearest2d", "conv_output_size",
+           "conv_transpose_output_size"]
+
+
+# ----------------------------------------------------------------------------- geometry
+class _Geom(NamedTuple):
+    """Kernel size, stride, dilation and padding (top, bottom, left, right)."""
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pb: int
+    pl: int
+    pr: int
+    groups: int = 1
+
+
+def _pair(v, name, fn, minimum=0):
+    if isinstance(v, Tensor) or isinstance(v, bool):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
+    if isinstance(v, int):
+        v = (v, v)
+    try:
+        a, b = (int(t) for t in v)
+        if (a, b) != tuple(v):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v!r}")
+    return a, b
+
+
+def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
+    """Ho = (H + 2p - d(k-1) - 1) // s + 1  (one axis, PyTorch's formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride=1, padding=0, output_padding=0, dilation=1):
+    """Ho = (H - 1) s - 2p + d(k-1) + output_padding + 1  (one axis)."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def _out_hw(h, w, g: _Geom):
+    return ((h + g.pt + g.pb - g.dh * (g.kh - 1) - 1) // g.sh + 1,
+            (w + g.pl + g.pr - g.dw * (g.kw - 1) - 1) // g.sw + 1)
+
+
+def _window(a, i, j, g: _Geom, ho, wo, channels_last):
+    """The strided slice of (padded) ``a`` that kernel offset (i, j) sees in every window."""
+    rows = slice(i * g.dh, i * g.dh + g.sh * (ho - 1) + 1, g.sh)
+    cols = slice(j * g.dw, j * g.dw + g.sw * (wo - 1) + 1, g.sw)
+    return a[:, rows, cols, :] if channels_last else a[:, :, rows, cols]
+
+
+# ----------------------------------------------------------------------------- array kernels
+def _padded_nhwc(be, x, g: _Geom):
+    """One contiguous NHWC copy of x (N, C, H, W) with the zero padding around it."""
+    n, c, h, w = x.shape
+    buf = be.zeros((n, h + g.pt + g.pb, w + g.pl + g.pr, c), x.dtype)
+    buf[:, g.pt:g.pt + h, g.pl:g.pl + w, :] = be.xp.permute_dims(x, (0, 2, 3, 1))
+    return buf
+
+
+def _im2col_nhwc(be, xpad, g: _Geom, ho, wo):
+    """Columns (N*Ho*Wo, kh*kw*C) from a padded NHWC array (kh*kw strided copies)."""
+    xp = be.xp
+    n, _, _, c = xpad.shape
+    fast = getattr(be, "im2col_windows", None)
+    if fast is not None:  # NumPy fast path: one copy from an as_strided view
+        return fast(xpad, g, ho, wo)
+    cols = be.zeros((n, ho, wo, g.kh, g.kw, c), xpad.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            cols[:, :, :, i, j, :] = _window(xpad, i, j, g, ho, wo, True)
+    return xp.reshape(cols, (n * ho * wo, g.kh * g.kw * c))
+
+
+def _col2im_nhwc(be, cols, shape, g: _Geom):
+    """Adjoint of ``_im2col_nhwc``: sum columns (N, Ho, Wo, kh, kw, C) back into an
+    (N, C, H, W) array of the given ``shape``; padding is cropped off."""
+    xp = be.xp
+    n, c, h, w = shape
+    _, ho, wo = cols.shape[:3]
+    buf = be.zeros((n, h + g.pt + g.pb, w + g.pl + g.pr, c), cols.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            rows = slice(i * g.dh, i * g.dh + g.sh * (ho - 1) + 1, g.sh)
+            cs = slice(j * g.dw, j * g.dw + g.sw * (wo - 1) + 1, g.sw)
+            buf[:, rows, cs, :] += cols[:, :, :, i, j, :]
+    return xp.permute_dims(buf[:, g.pt:g.pt + h, g.pl:g.pl + w, :], (0, 3, 1, 2))
+
+
+def _rows_nhwc(xp, a):
+    """(N, C, H, W) -> (N*H*W, C): free when ``a`` is an NCHW view of NHWC memory."""
+    n, c, h, w = a.shape
+    return xp.reshape(xp.permute_dims(a, (0, 2, 3, 1)), (n * h * w, c))
+
+
+def _gemm_forward(xp, cols, w, groups):
+    """(M, kh*kw*C) @ weight (O, C/G, kh, kw) -> (M, O), one GEMM per group."""
+    o, cg, kh, kw = w.shape
+    m = cols.shape[0]
+    if groups == 1:
+        return xp.matmul(cols, xp.reshape(xp.permute_dims(w, (2, 3, 1, 0)), (kh * kw * cg, o)))
+    og = o // groups
+    cols_g = xp.reshape(xp.permute_dims(xp.reshape(cols, (m, kh * kw, groups, cg)), (2, 0, 1, 3)),
+                        (groups, m, kh * kw * cg))
+    w_g = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, og, cg, kh, kw)), (0, 3, 4, 2, 1)),
+                     (groups, kh * kw * cg, og))
+    return xp.reshape(xp.permute_dims(xp.matmul(cols_g, w_g), (1, 0, 2)), (m, o))
+
+
+def _gemm_input_grad(xp, gy2d, w, groups):
+    """(M, O) @ weight^T -> columns (M, kh*kw*C)."""
+    o, cg, kh, kw = w.shape
+    m = gy2d.shape[0]
+    if groups == 1:
+        return xp.matmul(gy2d, xp.reshape(xp.permute_dims(w, (0, 2, 3, 1)), (o, kh * kw * cg)))
+    og = o // groups
+    gy_g = xp.permute_dims(xp.reshape(gy2d, (m, groups, og)), (1, 0, 2))
+    w_g = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, og, cg, kh, kw)), (0, 1, 3, 4, 2)),
+                     (groups, og, kh * kw * cg))
+    gc = xp.reshape(xp.matmul(gy_g, w_g), (groups, m, kh * kw, cg))
+    return xp.reshape(xp.permute_dims(gc, (1, 2, 0, 3)), (m, kh * kw * groups * cg))
+
+
+def _gemm_weight_grad(xp, gy2d, cols, w_shape, groups):
+    """gy^T (O, M) @ cols (M, kh*kw*C) -> weight gradient (O, C/G, kh, kw)."""
+    o, cg, kh, kw = w_shape
+    m = gy2d.shape[0]
+    if groups == 1:
+        gw = xp.matmul(xp.permute_dims(gy2d, (1, 0)), cols)
+        return xp.permute_dims(xp.reshape(gw, (o, kh, kw, cg)), (0, 3, 1, 2))
+    og = o // groups
+    gy_g = xp.permute_dims(xp.reshape(gy2d, (m, groups, og)), (1, 2, 0))        # (G, Og, M)
+    cols_g = xp.permute_dims(xp.reshape(cols, (m, kh * kw, groups, cg)), (2, 0, 1, 3))
+    gw = xp.matmul(gy_g, xp.reshape(cols_g, (groups, m, kh * kw * cg)))        # (G, Og, K)
+    gw = xp.permute_dims(xp.reshape(gw, (groups, og, kh, kw, cg)), (0, 1, 4, 2, 3))
+    return xp.reshape(gw, (o, cg, kh, kw))
+
+
+# ----------------------------------------------------------------------------- public array API
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """Columns of an (N, C, H, W) array: shape (N, Ho, Wo, kh, kw, C), where
+    ``cols[n, y, x, i, j, c] = xpad[n, c, y*sh + i*dh, x*sw + j*dw]`` and
+    Ho = (H + 2p - d(k-1) - 1) // s + 1. Works on arrays (not Tensors)."""
+    be = _backend_of(x)
+    g = _geom(kernel_size, stride, padding, dilation, "im2col")
+    n, c, h, w = x.shape
+    ho, wo = _out_hw(h, w, g)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"im2col: kernel {(g.kh, g.kw)} (dilation {(g.dh, g.dw)}) is larger "
+                         f"than the padded input {(h + g.pt + g.pb, w + g.pl + g.pr)}")
+    cols = _im2col_nhwc(be, _padded_nhwc(be, x, g), g, ho, wo)
+    return be.xp.reshape(cols, (n, ho, wo, g.kh, g.kw, c))
+
+
+def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
+    """Adjoint of ``im2col``: columns (N, Ho, Wo, kh, kw, C) summed back into an array of
+    exactly ``input_shape`` (N, C, H, W); positions no window covers get 0."""
+    be = _backend_of(cols)
+    g = _geom(kernel_size, stride, padding, dilation, "col2im")
+    n, c, h, w = input_shape
+    ho, wo = _out_hw(h, w, g)
+    want = (n, ho, wo, g.kh, g.kw, c)
+    if tuple(cols.shape) != want:
+        raise ValueError(f"col2im: columns of shape {tuple(cols.shape)} do not match input_shape "
+                         f"{tuple(input_shape)} (expected {want})")
+    return _col2im_nhwc(be, cols, input_shape, g)
+
+
+def _geom(kernel_size, stride, padding, dilation, fn, groups=1):
+    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
+    sh, sw = _pair(stride, "stride", fn, 1)
+    ph, pw = _pair(padding, "padding", fn, 0)
+    dh, dw = _pair(dilation, "dilation", fn, 1)
+    return _Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
+
+
+# ----------------------------------------------------------------------------- Functions
+class _Conv2d(Function):
+    """y = conv2d(x, w) + b. ``out_hw`` crops the output to the first Ho x Wo windows
+    (used by the transposed conv's backward when output_padding made it larger)."""
+
+    def forward(self, x, w, b=None, geom=None, out_hw=None):
+        be, xp = self._backend, self.xp
+        n, _, h, wd = x.shape
+        ho, wo = out_hw or _out_hw(h, wd, geom)
+        o = w.shape[0]
+        cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
+        y = _gemm_forward(xp, cols, w, geom.groups)
+        if b is not None:
+            y += b
+        self.geom, self.cols = geom, cols
+        return xp.permute_dims(xp.reshape(y, (n, ho, wo, o)), (0, 3, 1, 2))
+
+    def backward(self, gy):
+        x, w = self.inputs[:2]
+        need = self.needs_input_grad
+        gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:]) if need[0] else None
+        gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape, cols=self.cols) \
+            if need[1] else None
+        gb = _ops.sum(gy, axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
+        return gx, gw, gb
+
+
+class _ConvTranspose2d(Function):
+    """gx = conv_transpose2d(gy, w) + b: the adjoint of conv2d in x, onto an output of
+    spatial size ``x_hw``."""
+
+    def forward(self, gy, w, b=None, geom=None, x_hw=None):
+        be, xp = self._backend, self.xp
+        n, o, ho, wo = gy.shape
+        c = w.shape[1] * geom.groups
+        gcols = _gemm_input_grad(xp, _rows_nhwc(xp, gy), w, geom.groups)
+        gcols = xp.reshape(gcols, (n, ho, wo, geom.kh, geom.kw, c))
+        gx = _col2im_nhwc(be, gcols, (n, c) + tuple(x_hw), geom)
+        if b is not None:
+            gx = gx + xp.reshape(b, (1, c, 1, 1))
+        self.geom = geom
+        return gx
+
+    def backward(self, g):
+        gy, w = self.inputs[:2]
+        need = self.needs_input_grad
+        dgy = _Conv2d.apply(g, w, geom=self.geom, out_hw=gy.shape[2:]) if need[0] else None
+        dw = _Conv2dWeight.apply(g, gy, geom=self.geom, w_shape=w.shape) if need[1] else None
+        db = _ops.sum(g, axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
+        return dgy, dw, db
+
+
+class _Conv2dWeight(Function):
+    """gw = d<conv2d(x, w), gy>/dw = gy^T @ im2col(x), shaped like the weight.
+    ``cols`` may pass im2col(x) already computed by the forward."""
+
+    def forward(self, x, gy, geom=None, w_shape=None, cols=None):
+        be, xp = self._backend, self.xp
+        ho, wo = gy.shape[2:]
+        if cols is None:
+            cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
+        self.geom = geom
+        return _gemm_weight_grad(xp, _rows_nhwc(xp, gy), cols, w_shape, geom.groups)
+
+    def backward(self, g):
+        x, gy = self.inputs
+        need = self.needs_input_grad
+        dx = _ConvTranspose2d.apply(gy, g, geom=self.geom, x_hw=x.shape[2:]) if need[0] else None
+        dgy = _Conv2d.apply(x, g, geom=self.geom, out_hw=gy.shape[2:]) if need[1] else None
+        return dx, dgy
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_tensors(fn, x, weight, bias):
+    for name, t in (("input", x), ("weight", weight), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
+    if weight.ndim != 4:
+        raise ValueError(f"{fn}: weight must be 4-D, got shape {weight.shape}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{x.shape}")
+    if not x.dtype.is_floating_point or x.dtype != weight.dtype or \
+            (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"{fn}: input ({x.dtype.name}), weight ({weight.dtype.name})"
+                        + (f" and bias ({bias.dtype.name})" if bias is not None else "")
+                        + " must have the same floating-point dtype")
+
+
+def _batched(x):
+    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation (PyTorch's ``F.conv2d``).
+
+    x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) -> (N, O, Ho, Wo) with
+    ``y[n,o,y,x] = b[o] + sum_{c,i,j} w[o,c,i,j] xpad[n, g*C/G + c, y*sh + i*dh, x*sw + j*dw]``
+    (g the group of o) and Ho = (H + 2p - d(kh-1) - 1) // s + 1.
+    ``padding`` is an int, a pair, ``"valid"`` (0) or ``"same"`` (stride 1; output size =
+    input size; an odd total padding puts the extra row/column at the bottom/right).
+    """
+    fn = "conv2d"
+    _check_tensors(fn, x, weight, bias)
+    x, unbatched = _batched(x)
+    kh, kw = weight.shape[2:]
+    sh, sw = _pair(stride, "stride", fn, 1)
+    dh, dw = _pair(dilation, "dilation", fn, 1)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"{fn}: padding='same' needs stride 1, got stride {stride!r}")
+            th, tw = dh * (kh - 1), dw * (kw - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            raise ValueError(f"{fn}: padding must be an int, a pair, 'same' or 'valid', "
+                             f"got {padding!r}")
+    else:
+        ph, pw = _pair(padding, "padding", fn, 0)
+        pads = (ph, ph, pw, pw)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    n, c, h, w = x.shape
+    o, cg = weight.shape[:2]
+    if o % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide out_channels = weight.shape[0] = "
+                         f"{o} (weight shape {weight.shape})")
+    if c != cg * groups:
+        raise ValueError(f"{fn}: input has {c} channels (shape {x.shape}) but weight of shape "
+                         f"{weight.shape} with groups={groups} expects weight.shape[1] * groups "
+                         f"= {cg * groups}")
+    if bias is not None and bias.shape != (o,):
+        raise ValueError(f"{fn}: bias must have shape ({o},) for weight {weight.shape}, got "
+                         f"{bias.shape}")
+    g = _Geom(kh, kw, sh, sw, dh, dw, *pads, groups)
+    ho, wo = _out_hw(h, w, g)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: kernel {(kh, kw)} with dilation {(dh, dw)} spans "
+                         f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)}, larger than the padded "
+                         f"input {(h + pads[0] + pads[1], w + pads[2] + pads[3])} (input shape "
+                         f"{x.shape}, padding {padding!r})")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    y = _Conv2d.apply(*args, geom=g)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """2-D transposed convolution (PyTorch's ``F.conv_transpose2d``): the adjoint of
+    ``conv2d`` in its input, i.e. conv2d's input gradient.
+
+    x (N, C_in, H, W), weight (C_in, C_out/groups, kh, kw), bias (C_out,) ->
+    (N, C_out, Ho, Wo) with Ho = (H-1) sh - 2 ph + dh (kh-1) + output_padding_h + 1.
+    For every y: <conv2d(z, weight), x> == <z, conv_transpose2d(x, weight)>.
+    ``output_padding`` (< stride or < dilation) adds rows/columns at the bottom/right
+    that no input pixel reaches (they hold the bias only).
+    """
+    fn = "conv_transpose2d"
+    _check_tensors(fn, x, weight, bias)
+    x, unbatched = _batched(x)
+    kh, kw = weight.shape[2:]
+    sh, sw = _pair(stride, "stride", fn, 1)
+    dh, dw = _pair(dilation, "dilation", fn, 1)
+    if isinstance(padding, str):
+        raise ValueError(f"{fn}: padding must be an int or a pair (no strings for the "
+                         f"transposed conv), got {padding!r}")
+    ph, pw = _pair(padding, "padding", fn, 0)
+    oph, opw = _pair(output_padding, "output_padding", fn, 0)
+    for name, op, s, d in (("height", oph, sh, dh), ("width", opw, sw, dw)):
+        if op >= s and op >= d:
+            raise ValueError(f"{fn}: output_padding {output_padding!r} must be smaller than "
+                             f"stride {stride!r} or dilation {dilation!r} ({name}: "
+                             f"{op} >= {s} and {op} >= {d})")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    n, c, h, w = x.shape
+    cin, cog = weight.shape[:2]
+    if cin % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide in_channels = weight.shape[0] = "
+                         f"{cin} (weight shape {weight.shape})")
+    if c != cin:
+        raise ValueError(f"{fn}: input has {c} channels (shape {x.shape}) but weight of shape "
+                         f"{weight.shape} expects weight.shape[0] = {cin}")
+    if bias is not None and bias.shape != (cog * groups,):
+        raise ValueError(f"{fn}: bias must have shape ({cog * groups},) for weight "
+                         f"{weight.shape} and groups={groups}, got {bias.shape}")
+    ho = conv_transpose_output_size(h, kh, sh, ph, oph, dh)
+    wo = conv_transpose_output_size(w, kw, sw, pw, opw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: output size {(ho, wo)} is not positive for input {x.shape}, "
+                         f"weight {weight.shape}, stride {stride!r}, padding {padding!r}")
+    g = _Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    y = _ConvTranspose2d.apply(*args, geom=g, x_hw=(ho, wo))
+    return y.squeeze(0) if unbatched else y
+
+
+# ----------------------------------------------------------------------------- pooling
+def _pool_geom(fn, x, kernel_size, stride, padding):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: input must be a Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{x.shape}")
+    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
+    sh, sw = _pair(kernel_size if stride is None else stride, "stride", fn, 1)
+    ph, pw = _pair(padding, "padding", fn, 0)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"{fn}: padding {padding!r} must be at most half the kernel size "
+                         f"{kernel_size!r}")
+    g = _Geom(kh, kw, sh, sw, 1, 1, ph, ph, pw, pw)
+    h, w = x.shape[-2:]
+    ho, wo = _out_hw(h, w, g)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: kernel {(kh, kw)} is larger than the padded input "
+                         f"{(h + 2 * ph, w + 2 * pw)} (input shape {x.shape}, padding "
+                         f"{padding!r})")
+    return g, (ho, wo)
+
+
+def _pad_nchw(be, a, g: _Geom, value):
+    if g.pt == g.pb == g.pl == g.pr == 0:
+        return a
+    n, c, h, w = a.shape
+    buf = be.full((n, c, h + g.pt + g.pb, w + g.pl + g.pr), value, a.dtype)
+    buf[:, :, g.pt:g.pt + h, g.pl:g.pl + w] = a
+    return buf
+
+
+def _spread_nchw(be, parts, shape, g: _Geom, dtype):
+    """Sum ``parts(i, j)`` (N, C, Ho, Wo) back onto the windows' positions: col2im in NCHW."""
+    n, c, h, w = shape
+    buf = be.zeros((n, c, h + g.pt + g.pb, w + g.pl + g.pr), dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            p = parts(i, j)
+            buf[:, :, i * g.dh:i * g.dh + g.sh * (p.shape[2] - 1) + 1:g.sh,
+                j * g.dw:j * g.dw + g.sw * (p.shape[3] - 1) + 1:g.sw] += p
+    return buf[:, :, g.pt:g.pt + h, g.pl:g.pl + w]
+
+
+class _MaxPool2d(Function):
+    """y = max over each window (padding is -inf); the gradient goes to the first
+    maximum of the window (``self.arg``, the kernel offset i*kw + j)."""
+
+    def forward(self, x, geom=None, out_hw=None):
+        be, xp = self._backend, self.xp
+        xpad = _pad_nchw(be, x, geom, -math.inf)
+        ho, wo = out_hw
+        y = _window(xpad, 0, 0, geom, ho, wo, False)
+        arg = be.zeros(y.shape, "int32")
+        for k in range(1, geom.kh * geom.kw):
+            v = _window(xpad, k // geom.kw, k % geom.kw, geom, ho, wo, False)
+            better = v > y
+            y = xp.where(better, v, y)
+            arg = xp.where(better, be.asarray(k, "int32"), arg)
+        self.geom, self.arg, self.x_shape = geom, arg, x.shape
+        return y
+
+    def backward(self, gy):
+        return _MaxUnpool.apply(gy, arg=self.arg, geom=self.geom, x_shape=self.x_shape)
+
+
+class _MaxUnpool(Function):
+    """The max-pool gradient: each gy goes to its window's argmax (a fixed routing, so
+    linear in gy; its adjoint is ``_MaxGather``)."""
+
+    def forward(self, gy, arg=None, geom=None, x_shape=None):
+        be, xp = self._backend, self.xp
+        self.arg, self.geom = arg, geom
+        zero = be.zeros((), gy.dtype)
+        kw = geom.kw
+        return _spread_nchw(be, lambda i, j: xp.where(arg == i * kw + j, gy, zero),
+                            x_shape, geom, gy.dtype)
+
+    def backward(self, g):
+        return _MaxGather.apply(g, arg=self.arg, geom=self.geom)
+
+
+class _MaxGather(Function):
+    """x -> x at each window's (fixed) argmax: the adjoint of ``_MaxUnpool``."""
+
+    def forward(self, x, arg=None, geom=None):
+        be, xp = self._backend, self.xp
+        self.arg, self.geom, self.x_shape = arg, geom, x.shape
+        xpad = _pad_nchw(be, x, geom, 0.0)
+        ho, wo = arg.shape[2:]
+        zero = be.zeros((), x.dtype)
+        y = be.zeros(arg.shape, x.dtype)
+        for k in range(geom.kh * geom.kw):
+            v = _window(xpad, k // geom.kw, k % geom.kw, geom, ho, wo, False)
+            y = y + xp.where(arg == k, v, zero)
+        return y
+
+    def backward(self, gy):
+        return _MaxUnpool.apply(gy, arg=self.arg, geom=self.geom, x_shape=self.x_shape)
+
+
+class _AvgPool2d(Function):
+    """y = mean over each window, zero padding counted (count_include_pad=True)."""
+
+    def forward(self, x, geom=None, out_hw=None):
+        be = self._backend
+        xpad = _pad_nchw(be, x, geom, 0.0)
+        ho, wo = out_hw
+        y = be.zeros((x.shape[0], x.shape[1], ho, wo), x.dtype)
+        for i in range(geom.kh):
+            for j in range(geom.kw):
+                y += _window(xpad, i, j, geom, ho, wo, False)
+        self.geom, self.x_shape = geom, x.shape
+        return y / (geom.kh * geom.kw)
+
+    def backward(self, gy):
+        return _AvgUnpool.apply(gy, geom=self.geom, x_shape=self.x_shape)
+
+
+class _AvgUnpool(Function):
+    """The avg-pool gradient: gy / (kh*kw) spread over each window (col2im)."""
+
+    def forward(self, gy, geom=None, x_shape=None):
+        be = self._backend
+        self.geom = geom
+        part = gy / (geom.kh * geom.kw)
+        return _spread_nchw(be, lambda i, j: part, x_shape, geom, gy.dtype)
+
+    def backward(self, g):
+        return _AvgPool2d.apply(g, geom=self.geom, out_hw=self.inputs[0].shape[2:])
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over kh x kw windows (PyTorch's ``F.max_pool2d``; stride defaults to the
+    kernel size; padding counts as -inf and may be at most half the kernel).
+    Ho = (H + 2p - kh) // s + 1. Ties send the gradient to the first maximum."""
+    g, out_hw = _pool_geom("max_pool2d", x, kernel_size, stride, padding)
+    x, unbatched = _batched(x)
+    y = _MaxPool2d.apply(x, geom=g, out_hw=out_hw)
+    return y.squeeze(0) if unbatched else y
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over kh x kw windows (PyTorch's ``F.avg_pool2d`` with count_include_pad=True:
+    zero padding counts, every window divides by kh*kw). Ho = (H + 2p - kh) // s + 1."""
+    g, out_hw = _pool_geom("avg_pool2d", x, kernel_size, stride, padding)
+    x, unbatched = _batched(x)
+    y = _AvgPool2d.apply(x, geom=g, out_hw=out_hw)
+    return y.squeeze(0) if unbatched else y
+
+
+def _adaptive_matrix(be, size, out, dtype):
+    """(out, size) averaging matrix of PyTorch's adaptive pooling: row i averages
+    input positions floor(i*size/out) .. ceil((i+1)*size/out) - 1."""
+    rows = []
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        rows.append([1.0 / (end - start) if start <= k < end else 0.0 for k in range(size)])
+    return Tensor._make(be.asarray(rows, dtype), be, False, None)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size (PyTorch's ``F.adaptive_avg_pool2d``).
+    Output cell i averages rows floor(i H / Ho) .. ceil((i+1) H / Ho) - 1 (likewise
+    columns); any sizes, computed as  P_h @ x @ P_w^T  with constant averaging matrices.
+    ``output_size`` is an int, a pair, or a pair with None (keep that input size)."""
+    fn = "adaptive_avg_pool2d"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: input must be a Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+                         f"{x.shape}")
+    h, w = x.shape[-2:]
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    try:
+        oh, ow = output_size
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: output_size must be an int or a pair, got "
+                        f"{output_size!r}") from None
+    oh, ow = h if oh is None else oh, w if ow is None else ow
+    if not all(isinstance(v, int) and v >= 1 for v in (oh, ow)):
+        raise ValueError(f"{fn}: output_size must be positive ints, got {output_size!r}")
+    if (oh, ow) == (1, 1):
+        return _ops.mean(x, axis=(-2, -1), keepdims=True)
+    y = x
+    if oh != h:
+        y = _ops.matmul(_adaptive_matrix(x._backend, h, oh, x.data.dtype), y)
+    if ow != w:
+        y = _ops.matmul(y, _adaptive_matrix(x._backend, w, ow, x.data.dtype).transpose(0, 1))
+    return y
+
+
+def interpolate(x, scale_factor=2, mode="nearest", *, size=None):
+    """Nearest-neighbour upsampling (PyTorch's ``F.interpolate(mode="nearest")``):
+    ``y[n, c, i, j] = x[n, c, floor(i / s_h), floor(j / s_w)]`` for an integer
+    ``scale_factor`` (int or pair), or any ``size=(Ho, Wo)`` with source index
+    floor(i * H / Ho). The gradient sums over each source pixel's copies."""
+    fn = "interpolate"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: input must be a Tensor, got {type(x).__name__}")
+    if mode != "nearest":
+        raise ValueError(f"{fn}: only mode='nearest' is supported, got mode={mode!r}")
+    if x.ndim != 4:
+        raise ValueError(f"{fn}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    if size is not None:
+        oh, ow = _pair(size, "size", fn, 1)
+        if oh % h == 0 and ow % w == 0:
+            scale_factor = (oh // h, ow // w)
+        else:
+            be = x._backend
+            rows = be.asarray([(i * h) // oh for i in range(oh)], "int64")
+            cols = be.asarray([(j * w) // ow for j in range(ow)], "int64")
+            return x[:, :, rows, :][:, :, :, cols]
+    sh, sw = (scale_factor, scale_factor) if not isinstance(scale_factor, (tuple, list)) \
+        else tuple(scale_factor)
+    if not all(float(s) == int(s) and int(s) >= 1 for s in (sh, sw)):
+        raise ValueError(f"{fn}: scale_factor must be a positive integer (or pair), got "
+                         f"{scale_factor!r}; use size= for other ratios")
+    sh, sw = int(sh), int(sw)
+    y = x.reshape(n, c, h, 1, w, 1).broadcast_to((n, c, h, sh, w, sw))
+    return y.reshape(n, c, h * sh, w * sw)
+
+
+def upsample_nearest2d(x, scale_factor=2):
+    """``interpolate(x, scale_factor, mode="nearest")``."""
+    return interpolate(x, scale_factor=scale_factor, mode="nearest")
