@@ -16,11 +16,8 @@ from __future__ import annotations
 import math
 
 from . import ops as _ops
-try:  # TEMPORARY guard until minigrad/conv.py lands
-    from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
-                       interpolate, max_pool2d)
-except ImportError:
-    pass
+from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
+                   interpolate, max_pool2d)
 from .ops import (elu, leaky_relu, log_softmax, pad, relu, sigmoid, softmax,  # noqa: F401
                   softplus as _softplus, tanh)
 from .tensor import Function, Tensor, is_grad_enabled, no_grad

@@ -433,20 +433,23 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Upsample(Module):
-    """Upsample(scale_factor=2, mode="nearest")."""
+    """Nearest-neighbour upsampling: Upsample(scale_factor=2) or Upsample(size=(H, W))."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest"):
         super().__init__()
-        if size is not None:
-            raise ValueError("Upsample: only scale_factor is supported (size=None)")
-        self.scale_factor = 2 if scale_factor is None else scale_factor
-        self.mode = mode
+        if (size is None) == (scale_factor is None):
+            raise ValueError("Upsample: give exactly one of size and scale_factor")
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
 
     def forward(self, x):
+        if self.size is not None:
+            return F.interpolate(x, mode=self.mode, size=self.size)
         return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode)
 
     def extra_repr(self):
-        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+        what = f"size={self.size}" if self.size is not None else \
+            f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
 
 
 # ---------------------------------------------------------------------- loss modules
