@@ -87,11 +87,28 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, group, self.state.setdefault(p, {}))
+                        state = self.state.setdefault(p, {})
+                        if state:
+                            _follow_param(p, state)
+                        self._update(p, p.grad.data, group, state)
         return loss
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
+
+    def _scratch(self, p):
+        """Two work arrays shaped like p, kept between steps (not part of the state).
+
+        Updates write into them in place instead of creating temporaries: on a
+        loaded CPU a fresh parameter-sized array can cost more (page faults) than
+        the arithmetic done in it."""
+        scratch = self.__dict__.setdefault("_scratch_arrays", {})
+        pair = scratch.get(p)
+        if pair is None or not p._backend.is_array(pair[0]) or \
+                pair[0].shape != p.data.shape or pair[0].dtype != p.data.dtype:
+            xp = p._backend.xp
+            pair = scratch[p] = (xp.empty_like(p.data), xp.empty_like(p.data))
+        return pair
 
     # -- state: PyTorch's layout, parameters named by their position across groups
     def state_dict(self):
@@ -155,6 +172,14 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
+def _follow_param(p, state):
+    """Move state arrays to p's backend after the model was moved with .to()."""
+    be = p._backend
+    for k, v in state.items():
+        if hasattr(v, "shape") and not be.is_array(v):
+            state[k] = _to_param_array(v, p, k)
+
+
 def _to_param_array(v, p, key):
     """A saved state value as an array on p's backend with p's dtype (numbers pass)."""
     be = p._backend
@@ -166,6 +191,9 @@ def _to_param_array(v, p, key):
         if v.ndim == 0 and key == "step":
             return int(v)
         arr = be.from_numpy(v)
+    elif hasattr(v, "shape"):  # an array of another backend
+        from .backend import backend_of
+        arr = be.from_numpy(backend_of(v).to_numpy(v))
     else:
         return v
     if tuple(arr.shape) != p.shape:
@@ -192,20 +220,35 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def _update(self, p, g, group, state):
+        wd, mom, lr = group["weight_decay"], group["momentum"], group["lr"]
+        d, tmp = self._scratch(p)      # d: the step direction, built in place
+        d[...] = g
         if group["maximize"]:
-            g = -g
-        wd, mom = group["weight_decay"], group["momentum"]
+            d *= -1.0
         if wd:
-            g = g + wd * p.data
+            tmp[...] = p.data
+            tmp *= wd
+            d += tmp
         if mom:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = p._backend.xp.asarray(g, copy=True)
+                buf = state["momentum_buffer"] = p._backend.xp.asarray(d, copy=True)
             else:
                 buf *= mom
-                buf += (1.0 - group["dampening"]) * g
-            g = g + mom * buf if group["nesterov"] else buf
-        p.data -= group["lr"] * g
+                if group["dampening"]:
+                    tmp[...] = d
+                    tmp *= 1.0 - group["dampening"]
+                    buf += tmp
+                else:
+                    buf += d
+            if group["nesterov"]:
+                tmp[...] = buf
+                tmp *= mom
+                d += tmp
+            else:
+                d[...] = buf
+        d *= lr
+        p.data -= d
 
 
 class Adam(Optimizer):
@@ -231,37 +274,49 @@ class Adam(Optimizer):
     def _update(self, p, g, group, state):
         xp = p._backend.xp
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if group["maximize"]:
-            g = -g
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        # Everything happens in place, in the state arrays and two scratch arrays.
+        s, tmp = self._scratch(p)
+        s[...] = g
+        if group["maximize"]:
+            s *= -1.0
         if wd:
             if self.decoupled:
                 p.data *= 1.0 - lr * wd
             else:
-                g = g + wd * p.data
+                tmp[...] = p.data
+                tmp *= wd
+                s += tmp
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= b1
-        m += (1.0 - b1) * g
+        tmp[...] = s                 # v = b2 v + (1 - b2) g^2
+        tmp *= s
+        tmp *= 1.0 - b2
         v *= b2
-        v += (1.0 - b2) * (g * g)
+        v += tmp
+        s *= 1.0 - b1                # m = b1 m + (1 - b1) g
+        m *= b1
+        m += s
         if group["amsgrad"]:
             vmax = state.get("max_exp_avg_sq")
             if vmax is None:
                 vmax = state["max_exp_avg_sq"] = xp.zeros_like(p.data)
             vmax[...] = xp.maximum(vmax, v)
             v = vmax
-        step_size = lr / (1.0 - b1 ** t)
-        denom = xp.sqrt(v)
-        denom *= 1.0 / math.sqrt(1.0 - b2 ** t)
-        denom += eps
-        p.data -= step_size * (m / denom)
+        s[...] = v                   # s = sqrt(v) / sqrt(1 - b2^t) + eps
+        s **= 0.5
+        s *= 1.0 / math.sqrt(1.0 - b2 ** t)
+        s += eps
+        s **= -1.0                   # p -= lr / (1 - b1^t) * m / s
+        s *= m
+        s *= lr / (1.0 - b1 ** t)
+        p.data -= s
 
 
 class AdamW(Adam):

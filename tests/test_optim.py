@@ -321,3 +321,23 @@ def test_trajectories_match_torch_if_available():
             tp.grad = torch.tensor(g)
             topt.step()
             np.testing.assert_allclose(got[k], tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_state_follows_the_model_to_another_backend(backend_name):
+    """model.to(other) after some steps: the optimizer's state moves on the next step."""
+    other = "strict" if backend_name == "numpy" else "numpy"
+    p0, grads = RNG.standard_normal((2, 3)), grads_sequence((2, 3), 4)
+    ref = adam_ref(p0, grads, 0.01, 0.9, 0.999, 1e-8)
+    lin = nn.Linear(3, 2, bias=False).double()
+    lin.weight.data = t(p0).data
+    opt = optim.Adam(lin.parameters(), lr=0.01)
+    for k, g in enumerate(grads):
+        if k == 2:
+            lin.to(other)
+        lin.weight.grad = t(g).to(lin.weight.backend)
+        opt.step()
+        np.testing.assert_allclose(lin.weight.numpy(), ref[k], rtol=1e-12)
+    assert lin.weight.backend == other
+    assert all(mg.get_backend(other).is_array(v) for v in opt.state[lin.weight].values()
+               if not isinstance(v, int))
+    assert sorted(opt.state_dict()["state"][0]) == ["exp_avg", "exp_avg_sq", "step"]
