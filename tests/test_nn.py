@@ -619,3 +619,23 @@ def test_default_init_bounds_match_torch_if_available():
             bound = 1 / math.sqrt(fan_in)
             assert np.abs(p.numpy()).max() <= bound
             assert tp.detach().abs().max().item() <= bound
+
+
+def test_deepcopy_makes_an_independent_model(backend_name):
+    import copy
+    net = Net()
+    net(mg.randn(4, 3)).sum().backward()
+    twin = copy.deepcopy(net)
+    assert type(twin) is Net and isinstance(twin.block.fc.weight, nn.Parameter)
+    assert twin.shared is twin.head[1]                     # sharing is preserved
+    assert twin.block.fc.weight is not net.block.fc.weight
+    assert twin.block.fc.weight._backend is net.block.fc.weight._backend
+    for (k, a), b in zip(net.state_dict().items(), twin.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+    np.testing.assert_array_equal(twin.block.fc.weight.grad.numpy(),
+                                  net.block.fc.weight.grad.numpy())
+    with mg.no_grad():
+        twin.block.fc.weight.data = twin.block.fc.weight.data * 0
+    assert not np.all(net.block.fc.weight.numpy() == 0)
+    x = mg.randn(4, 3)
+    twin(x).sum().backward()    # the copy trains on its own

@@ -13,9 +13,11 @@ the tree a tensor lives.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict, namedtuple
 
-from ..backend import get_backend as _get_backend, is_host_array as _is_host_array
+from ..backend import all_backends as _all_backends, get_backend as _get_backend, \
+    is_host_array as _is_host_array
 from ..tensor import DType, Tensor, _DTYPES, no_grad
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError"]
@@ -48,6 +50,28 @@ class Parameter(Tensor):
 
     def __reduce_ex__(self, protocol):
         raise TypeError("minigrad tensors are not pickled; use mg.save(state_dict, path)")
+
+    def __deepcopy__(self, memo):
+        return _deepcopy_tensor(self, memo)
+
+
+def _deepcopy_tensor(t, memo):
+    """A copy of a parameter or buffer with its own array, on the same backend
+    (the Backend object itself is shared, never copied)."""
+    if t is None:
+        return None
+    if id(t) in memo:
+        return memo[id(t)]
+    be = t._backend
+    data = be.xp.asarray(t.data, copy=True)
+    if isinstance(t, Parameter):
+        c = Parameter(Tensor._make(data, be, False, None), requires_grad=t.requires_grad)
+    else:
+        c = Tensor._make(data, be, t.requires_grad and t._ctx is None, None)
+    if t.grad is not None:
+        c.grad = Tensor._make(be.xp.asarray(t.grad.data, copy=True), be, False, None)
+    memo[id(t)] = c
+    return c
 
 
 class StateDictError(ValueError, RuntimeError):
@@ -370,6 +394,21 @@ class Module:
                 if key in state_dict:
                     t.data = _array_for(state_dict[key], t)
         return IncompatibleKeys(missing, unexpected)
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy(model)``: new arrays for every parameter and buffer (shared
+        ones stay shared in the copy), same backends."""
+        for b in _all_backends():
+            memo.setdefault(id(b), b)
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        d = new.__dict__
+        for k, v in self.__dict__.items():
+            if k in ("_parameters", "_buffers"):
+                d[k] = OrderedDict((n, _deepcopy_tensor(t, memo)) for n, t in v.items())
+            else:
+                d[k] = copy.deepcopy(v, memo)
+        return new
 
     # ------------------------------------------------------------------ repr
     def extra_repr(self):
