@@ -120,6 +120,223 @@ def iw_log_likelihood(log_likelihood, mu, logvar, k=100, eps=None):
 
 # ============================================================================ metric learning
 # (contrastive and triplet losses, pairwise distances)
+#
+# A Siamese network applies ONE encoder F to every input of a pair (x1, x2) or a
+# triplet (anchor A, positive P of A's class, negative N of another class) and
+# learns an embedding in which distances mean "same class or not".
+#
+# Label convention (the lecture's and Keras'): Y = 1 for a pair of the SAME class,
+# Y = 0 for different classes. Hadsell, Chopra & LeCun (2006) use the opposite
+# (Y = 0 similar), so their formula has the two terms swapped.
+#
+# Stability: d/da ||a - b|| = (a - b) / ||a - b|| is 0/0 at a == b. The distances
+# below are sqrt(||a - b||^2 + eps), whose gradient (a - b) / sqrt(. + eps) is 0
+# there; wherever the formula allows, the squared distance is used directly.
+DISTANCE_EPS = 1e-12
+
+
+def _reduce(loss, reduction, name):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_embeddings(name, *ts):
+    first = ts[0]
+    for t in ts:
+        if t.ndim != 2 or t.shape != first.shape:
+            raise ValueError(f"{name}: embeddings must all have one shape (batch, dim), got "
+                             + ", ".join(str(u.shape) for u in ts))
+
+
+def squared_distance(a, b):
+    """||a - b||^2 = sum_j (a_j - b_j)^2 over the last axis (exact, smooth everywhere)."""
+    d = a - b
+    return (d * d).sum(axis=-1)
+
+
+def euclidean_distance(a, b, eps=DISTANCE_EPS):
+    """D = ||a - b|| computed as sqrt(||a - b||^2 + eps) over the last axis, so
+    that the gradient at a == b is 0 instead of NaN (0/0)."""
+    return (squared_distance(a, b) + eps).sqrt()
+
+
+def pairwise_squared_distances(x, y=None):
+    """All squared distances between the rows of x (N, d) and y (M, d) (y = x when
+    None), as an (N, M) matrix, without a loop over pairs:
+
+        ||x_i - y_j||^2 = ||x_i||^2 + ||y_j||^2 - 2 x_i . y_j
+
+    clamped at 0 (the expansion can round below 0 for near-equal rows). Memory is
+    O(N M), not the O(N M d) of broadcasting the differences."""
+    y_is_x = y is None
+    y = x if y_is_x else y
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"pairwise_squared_distances: x {x.shape} and y {y.shape} must be "
+                         f"(N, d) and (M, d)")
+    xx = (x * x).sum(axis=1, keepdims=True)                   # (N, 1)
+    yy = xx if y_is_x else (y * y).sum(axis=1, keepdims=True)
+    d2 = xx + yy.reshape(1, -1) - (x @ y.transpose()) * 2.0
+    return d2.clamp(min=0.0)
+
+
+def pairwise_distances(x, y=None, eps=DISTANCE_EPS):
+    """All Euclidean distances sqrt(||x_i - y_j||^2 + eps), (N, M); see
+    pairwise_squared_distances."""
+    return (pairwise_squared_distances(x, y) + eps).sqrt()
+
+
+def contrastive_loss(x1, x2, y, margin=1.0, reduction="mean", eps=DISTANCE_EPS):
+    """The lecture's contrastive loss for embedded pairs F(x1), F(x2) of shape (B, d):
+
+        L = Y * D^2 + (1 - Y) * max(margin - D, 0)^2,   D = ||F(x1) - F(x2)||
+
+    with Y = 1 for a SAME-class pair (pulled together) and Y = 0 for a
+    different-class pair (pushed apart until it is at least ``margin`` away).
+    This is Keras' convention; Hadsell et al. (2006) write Y = 0 for similar.
+    ``y`` is a (B,) tensor of 0/1 (any dtype); ``reduction`` 'mean' | 'sum' | 'none'.
+    D^2 is the exact squared distance; only the hinge term uses the eps-stabilised
+    D, so the gradient is finite at D = 0."""
+    _check_embeddings("contrastive_loss", x1, x2)
+    if y.shape != (x1.shape[0],):
+        raise ValueError(f"contrastive_loss: y must have shape ({x1.shape[0]},) for embeddings "
+                         f"of shape {x1.shape}, got {y.shape}")
+    if margin <= 0:
+        raise ValueError(f"contrastive_loss: margin must be > 0, got {margin}")
+    y = y.detach().astype(x1.dtype.name)
+    d2 = squared_distance(x1, x2)
+    hinge = (margin - (d2 + eps).sqrt()).clamp(min=0.0)
+    loss = y * d2 + (1.0 - y) * hinge * hinge
+    return _reduce(loss, reduction, "contrastive_loss")
+
+
+def triplet_loss(anchor, positive, negative, alpha=0.2, reduction="mean"):
+    """The lecture's (FaceNet's) triplet loss for embedded triplets, each (B, d):
+
+        L = max(||F(A) - F(P)||^2 - ||F(A) - F(N)||^2 + alpha, 0)
+
+    zero (with zero gradient) once the negative is farther than the positive by
+    at least the margin alpha in squared distance. Squared distances only: no sqrt."""
+    _check_embeddings("triplet_loss", anchor, positive, negative)
+    if alpha < 0:
+        raise ValueError(f"triplet_loss: alpha must be >= 0, got {alpha}")
+    loss = (squared_distance(anchor, positive) - squared_distance(anchor, negative)
+            + alpha).clamp(min=0.0)
+    return _reduce(loss, reduction, "triplet_loss")
+
+
+# -- online triplet mining inside a batch (FaceNet 2015; Hermans et al. 2017)
+# The miners only CHOOSE indices: they see the distances as constants (no graph)
+# and return index tensors (a, p, n); the loss is then triplet_loss(e[a], e[p], e[n])
+# on the embeddings, whose gradient flows through the indexing.
+def _label_masks(labels):
+    xp = labels._backend.xp
+    lab = labels.data
+    same = lab[:, None] == lab[None, :]
+    n = lab.shape[0]
+    not_self = ~xp.astype(labels._backend.eye(n, dtype="int64"), xp.bool)
+    return same & not_self, ~same          # positive mask (no self-pairs), negative mask
+
+
+def _index_tensor(arr, be):
+    from minigrad.tensor import Tensor
+    return Tensor._make(be.xp.astype(arr, be.dtype("int64")), be, False, None)
+
+
+def _mining_inputs(embeddings, labels, name):
+    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+        raise ValueError(f"{name}: embeddings must be (B, d) and labels (B,), got "
+                         f"{embeddings.shape} and {labels.shape}")
+    if labels._backend is not embeddings._backend:
+        raise ValueError(f"{name}: labels are on backend {labels.backend!r}, embeddings on "
+                         f"{embeddings.backend!r}")
+    d2 = pairwise_squared_distances(embeddings.detach()).data
+    return (d2,) + _label_masks(labels)
+
+
+def mine_batch_hard(embeddings, labels):
+    """Batch-hard mining (Hermans et al. 2017): for every anchor a with at least one
+    positive and one negative in the batch, the hardest positive
+    p = argmax_{y_p = y_a, p != a} ||e_a - e_p||^2 and the hardest negative
+    n = argmin_{y_n != y_a} ||e_a - e_n||^2. Returns index tensors (a, p, n)."""
+    d2, pos, neg = _mining_inputs(embeddings, labels, "mine_batch_hard")
+    be = embeddings._backend
+    xp = be.xp
+    inf = float("inf")
+    p = xp.argmax(xp.where(pos, d2, -inf), axis=1)
+    n = xp.argmin(xp.where(neg, d2, inf), axis=1)
+    (a,) = xp.nonzero(xp.any(pos, axis=1) & xp.any(neg, axis=1))
+    return (_index_tensor(a, be), _index_tensor(xp.take(p, a), be),
+            _index_tensor(xp.take(n, a), be))
+
+
+def mine_semihard(embeddings, labels):
+    """Semi-hard mining (FaceNet, Schroff et al. 2015): EVERY anchor-positive pair
+    (a, p) of the batch, with the closest negative that is farther than the
+    positive,
+
+        n = argmin { ||e_a - e_n||^2 : y_n != y_a, ||e_a - e_n||^2 > ||e_a - e_p||^2 },
+
+    which is FaceNet's semi-hard negative whenever one lies inside the margin
+    (d_ap < d_an < d_ap + alpha). When no negative is farther than the positive,
+    the farthest negative (the least hard of the hard ones; TF-Addons' fallback).
+    Anchors without a negative are skipped. Returns index tensors (a, p, n)."""
+    d2, pos, neg = _mining_inputs(embeddings, labels, "mine_semihard")
+    be = embeddings._backend
+    xp = be.xp
+    inf = float("inf")
+    a, p = xp.nonzero(pos & xp.any(neg, axis=1)[:, None])
+    d_ap = xp.take(xp.reshape(d2, (-1,)), a * d2.shape[1] + p)[:, None]   # (P, 1)
+    d_an = xp.take(d2, a, axis=0)                                         # (P, B)
+    neg_a = xp.take(neg, a, axis=0)
+    farther = neg_a & (d_an > d_ap)
+    closest_farther = xp.argmin(xp.where(farther, d_an, inf), axis=1)
+    farthest = xp.argmax(xp.where(neg_a, d_an, -inf), axis=1)
+    n = xp.where(xp.any(farther, axis=1), closest_farther, farthest)
+    return _index_tensor(a, be), _index_tensor(p, be), _index_tensor(n, be)
+
+
+def mine_random(embeddings, labels):
+    """Random triplets: for every anchor with a positive and a negative in the batch,
+    one positive and one negative drawn uniformly from the backend's seeded
+    generator (the embeddings are not looked at). Returns (a, p, n)."""
+    _, pos, neg = _mining_inputs(embeddings, labels, "mine_random")
+    be = embeddings._backend
+    xp = be.xp
+    p, n = random_partners(pos, be), random_partners(neg, be)
+    (a,) = xp.nonzero(xp.any(pos, axis=1) & xp.any(neg, axis=1))
+    return (_index_tensor(a, be), _index_tensor(xp.take(p, a), be),
+            _index_tensor(xp.take(n, a), be))
+
+
+def random_partners(mask, be):
+    """For every row of a boolean (B, B) backend array, the column of one True
+    entry drawn uniformly (argmax of uniform noise on the True entries; rows with
+    no True entry get an arbitrary column: filter them with any(mask, axis=1))."""
+    xp = be.xp
+    u = be.uniform(mask.shape, dtype="float32")
+    return xp.argmax(xp.where(mask, u, -1.0), axis=1)
+
+
+MINERS = {"hard": mine_batch_hard, "semihard": mine_semihard, "random": mine_random}
+
+
+def batch_triplet_loss(embeddings, labels, alpha=0.2, mining="semihard", reduction="mean"):
+    """triplet_loss on the triplets that ``mining`` ('hard' | 'semihard' | 'random')
+    picks inside the batch. Returns (loss, number of triplets)."""
+    if mining not in MINERS:
+        raise ValueError(f"batch_triplet_loss: mining must be one of {sorted(MINERS)}, "
+                         f"got {mining!r}")
+    a, p, n = MINERS[mining](embeddings, labels)
+    if a.shape[0] == 0:
+        raise ValueError("batch_triplet_loss: the batch has no anchor with both a positive "
+                         "and a negative (needs two classes, one with two examples)")
+    return triplet_loss(embeddings[a], embeddings[p], embeddings[n], alpha, reduction), a.shape[0]
+
 
 
 # ============================================================================ GANs

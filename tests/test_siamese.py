@@ -1,0 +1,307 @@
+"""Siamese networks: the metric-learning section of models/losses.py (contrastive and
+triplet losses, stable and pairwise distances, in-batch triplet miners) against
+direct NumPy evaluations, finite differences and hand-built examples; then the
+model in models/siamese.py (weight sharing, a short training run, the CLI)."""
+import numpy as np  # host-side: references and test data built on the host
+import pytest
+
+import minigrad as mg
+from models import losses as L
+
+
+def _t(a, dtype="float64", requires_grad=False):
+    """A tensor on the current backend from a host array."""
+    t = mg.from_numpy(np.asarray(a, dtype=dtype))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def _labels(a):
+    return mg.from_numpy(np.asarray(a, dtype=np.int64))
+
+
+def _np_contrastive(x1, x2, y, margin):
+    d = np.sqrt(((x1 - x2) ** 2).sum(1))
+    return y * d ** 2 + (1 - y) * np.maximum(margin - d, 0) ** 2
+
+
+def _np_triplet(a, p, n, alpha):
+    return np.maximum(((a - p) ** 2).sum(1) - ((a - n) ** 2).sum(1) + alpha, 0)
+
+
+# ----------------------------------------------------------------------------- contrastive
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_contrastive_matches_numpy_formula(backend_name, reduction):
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(2, 16, 3))
+    y = rng.integers(0, 2, size=16)
+    want = _np_contrastive(x1, x2, y, margin=2.5)
+    want = {"mean": want.mean(), "sum": want.sum(), "none": want}[reduction]
+    got = L.contrastive_loss(_t(x1), _t(x2), _labels(y), margin=2.5, reduction=reduction)
+    assert np.allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)
+    # both terms are present: some pairs are inside the margin, some same-class
+    d = np.sqrt(((x1 - x2) ** 2).sum(1))
+    assert (y == 1).any() and ((y == 0) & (d < 2.5)).any()
+
+
+def test_contrastive_label_convention_y1_means_same_class(backend_name):
+    """Y = 1 (same class) pulls together: cost D^2. Y = 0 (different classes) pushes
+    apart: cost max(m - D, 0)^2. Hadsell et al.'s convention would swap the rows."""
+    a = _t([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    b = _t([[0.0, 0.0], [0.0, 0.0], [2.0, 0.0], [0.6, 0.8]])     # D = 0, 0, 2, 1
+    y = _labels([1, 0, 1, 0])
+    got = L.contrastive_loss(a, b, y, margin=1.5, reduction="none").numpy()
+    # same pair at D=0: 0; different pair at D=0: m^2; same at D=2: 4; different at D=1: 0.25
+    assert np.allclose(got, [0.0, 2.25, 4.0, 0.25], atol=1e-9)
+    # a different-class pair beyond the margin costs nothing
+    far = L.contrastive_loss(a[:1], b[2:3], _labels([0]), margin=1.5).item()
+    assert far == 0.0
+    # float 0/1 labels behave like integer ones
+    yf = _t([1.0, 0.0, 1.0, 0.0])
+    assert np.allclose(L.contrastive_loss(a, b, yf, margin=1.5, reduction="none").numpy(), got)
+
+
+def test_contrastive_gradcheck_away_from_the_hinge(backend_name):
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.normal(size=(2, 10, 3))
+    y = np.array([1, 0] * 5)
+    d = np.sqrt(((x1 - x2) ** 2).sum(1))
+    margin = 2.0
+    keep = np.abs(d - margin) > 0.1
+    assert keep.sum() >= 7 and ((y == 0) & (d < margin) & keep).any()
+    x1, x2, y = x1[keep], x2[keep], y[keep]
+    a, b = _t(x1, requires_grad=True), _t(x2, requires_grad=True)
+    assert mg.gradcheck(lambda u, v: L.contrastive_loss(u, v, _labels(y), margin, "none"),
+                        (a, b))
+    assert mg.gradcheck(lambda u, v: L.contrastive_loss(u, v, _labels(y), margin), (a, b))
+
+
+def test_contrastive_zero_loss_and_gradient_when_hinge_satisfied(backend_name):
+    rng = np.random.default_rng(2)
+    x1 = rng.normal(size=(6, 4))
+    x2 = x1 + 3.0                           # D = 6 > margin for every pair
+    a, b = _t(x1, requires_grad=True), _t(x2, requires_grad=True)
+    loss = L.contrastive_loss(a, b, _labels([0] * 6), margin=1.0)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert np.all(a.grad.numpy() == 0) and np.all(b.grad.numpy() == 0)
+    # while a same-class pair at the same place has zero loss and zero gradient too
+    c = _t(x1, requires_grad=True)
+    loss = L.contrastive_loss(c, _t(x1), _labels([1] * 6))
+    loss.backward()
+    assert loss.item() == 0.0 and np.all(c.grad.numpy() == 0)
+
+
+def test_contrastive_errors(backend_name):
+    with pytest.raises(ValueError, match=r"\(4,\).*\(3,\)"):
+        L.contrastive_loss(mg.zeros(4, 2), mg.zeros(4, 2), mg.zeros(3))
+    with pytest.raises(ValueError, match=r"\(4, 2\), \(4, 3\)"):
+        L.contrastive_loss(mg.zeros(4, 2), mg.zeros(4, 3), mg.zeros(4))
+    with pytest.raises(ValueError, match="margin"):
+        L.contrastive_loss(mg.zeros(4, 2), mg.zeros(4, 2), mg.zeros(4), margin=0)
+    with pytest.raises(ValueError, match="reduction"):
+        L.contrastive_loss(mg.zeros(4, 2), mg.zeros(4, 2), mg.zeros(4), reduction="avg")
+
+
+# ----------------------------------------------------------------------------- stable distances
+def test_distance_gradient_at_coincident_points_is_finite(backend_name):
+    x = np.array([[0.3, -1.2, 2.0], [1.0, 1.0, 1.0]])
+    a, b = _t(x, requires_grad=True), _t(x.copy(), requires_grad=True)
+    d = L.euclidean_distance(a, b)
+    d.sum().backward()
+    assert np.all(np.isfinite(a.grad.numpy())) and np.allclose(a.grad.numpy(), 0)
+    assert np.allclose(d.numpy(), 0, atol=1e-5)
+    # the naive sqrt(sum of squares) is NaN there: the test above can fail
+    a2 = _t(x, requires_grad=True)
+    diff = a2 - _t(x)
+    with np.errstate(divide="ignore", invalid="ignore"):    # the 0/0 it is about
+        (diff * diff).sum(axis=-1).sqrt().sum().backward()
+    assert np.isnan(a2.grad.numpy()).any()
+    # a different-class pair at D = 0 still gets a finite gradient from the hinge
+    c = _t(x, requires_grad=True)
+    L.contrastive_loss(c, _t(x), _labels([0, 0]), margin=1.0).backward()
+    assert np.all(np.isfinite(c.grad.numpy()))
+    # and so does the diagonal of the pairwise-distance matrix
+    e = _t(x, requires_grad=True)
+    L.pairwise_distances(e).sum().backward()
+    assert np.all(np.isfinite(e.grad.numpy()))
+
+
+def test_euclidean_distance_values_and_gradcheck(backend_name):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2, 5, 4))
+    got = L.euclidean_distance(_t(x), _t(y)).numpy()
+    assert np.allclose(got, np.linalg.norm(x - y, axis=1), rtol=1e-9)
+    assert mg.gradcheck(L.euclidean_distance, (_t(x, requires_grad=True),
+                                               _t(y, requires_grad=True)))
+
+
+def test_pairwise_distances_match_nested_loops(backend_name):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(7, 3))
+    y = rng.normal(size=(5, 3))
+    want = np.array([[np.sum((x[i] - y[j]) ** 2) for j in range(5)] for i in range(7)])
+    assert np.allclose(L.pairwise_squared_distances(_t(x), _t(y)).numpy(), want, atol=1e-12)
+    assert np.allclose(L.pairwise_distances(_t(x), _t(y)).numpy(), np.sqrt(want), atol=1e-9)
+    self_d = L.pairwise_squared_distances(_t(x)).numpy()
+    assert self_d.shape == (7, 7) and np.all(self_d >= 0)
+    assert np.allclose(np.diag(self_d), 0, atol=1e-12)
+    # non-contiguous input: a transposed tensor
+    xt = _t(np.ascontiguousarray(x.T)).transpose()
+    assert np.allclose(L.pairwise_squared_distances(xt, _t(y)).numpy(), want, atol=1e-12)
+    a, b = _t(x, requires_grad=True), _t(y, requires_grad=True)
+    assert mg.gradcheck(L.pairwise_distances, (a, b))
+    assert mg.gradcheck(lambda u: L.pairwise_distances(u)[0:3, 3:7], (a,))
+    with pytest.raises(ValueError, match=r"\(7, 3\).*\(5, 2\)"):
+        L.pairwise_squared_distances(_t(x), _t(y[:, :2]))
+
+
+# ----------------------------------------------------------------------------- triplet
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_triplet_matches_numpy_formula(backend_name, reduction):
+    rng = np.random.default_rng(5)
+    a, p, n = rng.normal(size=(3, 20, 4))
+    want = _np_triplet(a, p, n, alpha=0.7)
+    assert (want == 0).any() and (want > 0).any()
+    want = {"mean": want.mean(), "sum": want.sum(), "none": want}[reduction]
+    got = L.triplet_loss(_t(a), _t(p), _t(n), alpha=0.7, reduction=reduction)
+    assert np.allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
+
+
+def test_triplet_hand_built_margin(backend_name):
+    # ||a-p||^2 = 1, ||a-n||^2 = 4
+    a, p, n = _t([[0.0, 0.0]]), _t([[1.0, 0.0]]), _t([[0.0, 2.0]])
+    assert L.triplet_loss(a, p, n, alpha=0.2).item() == 0.0        # 1 - 4 + 0.2 < 0
+    assert np.isclose(L.triplet_loss(a, p, n, alpha=3.5).item(), 0.5)
+    assert np.isclose(L.triplet_loss(a, n, p, alpha=0.0).item(), 3.0)   # P and N swapped
+
+
+def test_triplet_gradcheck_and_zero_gradient_when_satisfied(backend_name):
+    rng = np.random.default_rng(6)
+    a, p, n = rng.normal(size=(3, 12, 3))
+    margin_slack = ((a - p) ** 2).sum(1) - ((a - n) ** 2).sum(1) + 1.0
+    keep = np.abs(margin_slack) > 0.1
+    ts = [_t(v[keep], requires_grad=True) for v in (a, p, n)]
+    assert mg.gradcheck(lambda *u: L.triplet_loss(*u, alpha=1.0, reduction="none"), ts)
+    # satisfied triplets: N far away
+    ta, tp, tn = (_t(a, requires_grad=True), _t(a + 0.1, requires_grad=True),
+                  _t(a + 5.0, requires_grad=True))
+    loss = L.triplet_loss(ta, tp, tn, alpha=1.0)
+    loss.backward()
+    assert loss.item() == 0.0
+    for t in (ta, tp, tn):
+        assert np.all(t.grad.numpy() == 0)
+
+
+def test_triplet_errors(backend_name):
+    with pytest.raises(ValueError, match="alpha"):
+        L.triplet_loss(mg.zeros(3, 2), mg.zeros(3, 2), mg.zeros(3, 2), alpha=-1)
+    with pytest.raises(ValueError, match=r"\(3, 2\), \(3, 2\), \(2, 2\)"):
+        L.triplet_loss(mg.zeros(3, 2), mg.zeros(3, 2), mg.zeros(2, 2))
+
+
+# ----------------------------------------------------------------------------- miners
+# A 1-D batch: class 0 at 0.0 and 1.2, class 1 at 0.5 and 8.0.
+LINE = np.array([[0.0], [1.2], [0.5], [8.0]])
+LINE_Y = [0, 0, 1, 1]
+
+
+def _triplets(a, p, n):
+    return sorted(zip(a.numpy().tolist(), p.numpy().tolist(), n.numpy().tolist()))
+
+
+def test_batch_hard_picks_hardest_positive_and_negative(backend_name):
+    got = _triplets(*L.mine_batch_hard(_t(LINE), _labels(LINE_Y)))
+    # anchor 0: only positive 1; closest negative 2 (d^2 .25 < 64)
+    # anchor 1: positive 0; negatives 2 (.49) and 3 (46.24) -> 2
+    # anchor 2: positive 3; negatives 0 (.25) and 1 (.49) -> 0
+    # anchor 3: positive 2; negatives 0 (64) and 1 (46.24) -> 1
+    assert got == [(0, 1, 2), (1, 0, 2), (2, 3, 0), (3, 2, 1)]
+
+
+def test_semihard_picks_closest_farther_negative_or_falls_back(backend_name):
+    got = _triplets(*L.mine_semihard(_t(LINE), _labels(LINE_Y)))
+    # (0,1): d_ap 1.44; negatives .25, 64 -> the one farther than P: 3
+    # (1,0): d_ap 1.44; negatives .49, 46.24 -> 3
+    # (2,3): d_ap 56.25; negatives .25, .49 are both closer -> fallback: the farthest, 1
+    # (3,2): d_ap 56.25; negatives 64 (farther), 46.24 -> 0
+    assert got == [(0, 1, 3), (1, 0, 3), (2, 3, 1), (3, 2, 0)]
+
+
+def test_semihard_negative_lies_inside_the_margin_when_one_exists(backend_name):
+    # anchor 0 at 0, positive 1 at 1 (d_ap 1); negatives at 1.1 (1.21), 1.3 (1.69), 3 (9), 0.5 (.25)
+    e = np.array([[0.0], [1.0], [1.1], [1.3], [3.0], [0.5]])
+    y = [0, 0, 1, 1, 1, 1]
+    a, p, n = L.mine_semihard(_t(e), _labels(y))
+    trip = dict(((ai, pi), ni) for ai, pi, ni in _triplets(a, p, n))
+    assert trip[(0, 1)] == 2                       # 1 < 1.21 < 1 + alpha for alpha = 0.5
+    d_ap, d_an = 1.0, 1.21
+    assert d_ap < d_an < d_ap + 0.5
+    # every anchor of class 1 has one positive per other class-1 member: 4 * 3 pairs + 2
+    assert a.shape[0] == 2 + 4 * 3
+
+
+def _brute_force(e, y, mode):
+    """The miners' definitions with nested loops (host reference)."""
+    d = ((e[:, None, :] - e[None, :, :]) ** 2).sum(-1)
+    out = []
+    for a in range(len(y)):
+        pos = [p for p in range(len(y)) if y[p] == y[a] and p != a]
+        neg = [n for n in range(len(y)) if y[n] != y[a]]
+        if not pos or not neg:
+            continue
+        if mode == "hard":
+            out.append((a, max(pos, key=lambda p: d[a, p]), min(neg, key=lambda n: d[a, n])))
+            continue
+        for p in pos:
+            farther = [n for n in neg if d[a, n] > d[a, p]]
+            n = min(farther, key=lambda n: d[a, n]) if farther else \
+                max(neg, key=lambda n: d[a, n])
+            out.append((a, p, n))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("mode", ["hard", "semihard"])
+def test_miners_match_brute_force_definitions(backend_name, mode):
+    rng = np.random.default_rng(7)
+    e = rng.normal(size=(24, 3))
+    y = rng.integers(0, 5, size=24)
+    y[0] = 9                                  # a class with one example: no positive, skipped
+    miner = L.mine_batch_hard if mode == "hard" else L.mine_semihard
+    got = _triplets(*miner(_t(e), _labels(y)))
+    assert got == _brute_force(e, y, mode)
+    assert 0 not in [t[0] for t in got]
+
+
+def test_random_miner_valid_reproducible_and_uniform(backend_name):
+    rng = np.random.default_rng(8)
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])         # class 3 has no positive
+    e = _t(rng.normal(size=(10, 2)))
+    mg.manual_seed(5)
+    first = _triplets(*L.mine_random(e, _labels(y)))
+    mg.manual_seed(5)
+    assert _triplets(*L.mine_random(e, _labels(y))) == first
+    assert [t[0] for t in first] == list(range(9))
+    counts = np.zeros((10, 10))
+    for _ in range(300):
+        for a, p, n in _triplets(*L.mine_random(e, _labels(y))):
+            assert y[a] == y[p] and a != p and y[n] != y[a]
+            counts[a, p] += 1
+    # anchor 5 (class 2) has 3 positives, each drawn about 100 times in 300
+    assert np.all(np.abs(counts[5, [6, 7, 8]] - 100) < 40), counts[5]
+
+
+def test_batch_triplet_loss_matches_mined_formula_and_gradcheck(backend_name):
+    rng = np.random.default_rng(9)
+    e = rng.normal(size=(12, 3))
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    for mode in ("hard", "semihard"):
+        loss, count = L.batch_triplet_loss(_t(e), _labels(y), alpha=0.5, mining=mode)
+        trips = np.array(_brute_force(e, y, mode))
+        want = _np_triplet(e[trips[:, 0]], e[trips[:, 1]], e[trips[:, 2]], 0.5).mean()
+        assert count == len(trips) and np.isclose(loss.item(), want, rtol=1e-9)
+    et = _t(e, requires_grad=True)
+    assert mg.gradcheck(lambda u: L.batch_triplet_loss(u, _labels(y), 0.5, "hard")[0], (et,))
+    with pytest.raises(ValueError, match="mining"):
+        L.batch_triplet_loss(et, _labels(y), mining="easy")
+    with pytest.raises(ValueError, match="no anchor"):
+        L.batch_triplet_loss(_t(e[:3]), _labels([0, 1, 2]))
