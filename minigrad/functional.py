@@ -13,8 +13,6 @@ when one is (``create_graph=True``), so second derivatives see every dependence.
 """
 from __future__ import annotations
 
-import math
-
 from . import ops as _ops
 from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
                    interpolate, max_pool2d)
@@ -260,15 +258,16 @@ def one_hot(tensor, num_classes=-1):
 
 
 def _check_class_range(t, n, be, name, ignore_index):
+    # One boolean comes to the host (a sync on a GPU): a target out of range would
+    # otherwise give a silently wrong loss, as the one-hot mask would miss it.
     xp = be.xp
-    if t.size if isinstance(t.size, int) else 1:
-        bad = (t < 0) | (t >= n)
-        if ignore_index is not None:
-            bad = bad & (t != ignore_index)
-        if bool(be.to_numpy(xp.any(bad))):
-            lo, hi = int(be.to_numpy(xp.min(t))), int(be.to_numpy(xp.max(t)))
-            raise ValueError(f"{name}: target values must be in [0, {n}), got values in "
-                             f"[{lo}, {hi}]")
+    bad = (t < 0) | (t >= n)
+    if ignore_index is not None:
+        bad = bad & (t != ignore_index)
+    if bool(be.to_numpy(xp.any(bad))):
+        lo, hi = int(be.to_numpy(xp.min(t))), int(be.to_numpy(xp.max(t)))
+        raise ValueError(f"{name}: target values must be in [0, {n}), got values in "
+                         f"[{lo}, {hi}]")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -527,4 +526,3 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         smooth = smooth.sum()
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
 
-del math
