@@ -639,3 +639,24 @@ def test_deepcopy_makes_an_independent_model(backend_name):
     assert not np.all(net.block.fc.weight.numpy() == 0)
     x = mg.randn(4, 3)
     twin(x).sum().backward()    # the copy trains on its own
+
+
+def test_clip_grad_norm_and_value(backend_name):
+    a, b = t(np.zeros(3), True), t(np.zeros(2), True)
+    ga, gb = np.array([3.0, 0.0, 4.0]), np.array([12.0, 0.0])   # joint norm 13
+    a.grad, b.grad = t(ga), t(gb)
+    shared = a.grad.data
+    total = nn.utils.clip_grad_norm_([a, b], max_norm=1.3)
+    assert total.item() == pytest.approx(13.0)
+    np.testing.assert_allclose(a.grad.numpy(), ga / 10, rtol=1e-6)
+    np.testing.assert_allclose(b.grad.numpy(), gb / 10, rtol=1e-6)
+    assert mg.get_backend(backend_name).to_numpy(shared)[0] == 3.0   # not scaled in place
+    nn.utils.clip_grad_norm_([a, b], max_norm=100.0)                # below the limit: kept
+    np.testing.assert_allclose(a.grad.numpy(), ga / 10, rtol=1e-6)
+    a.grad = t(ga)
+    assert nn.utils.clip_grad_norm_(a, 1.0, norm_type=math.inf).item() == 4.0
+    np.testing.assert_allclose(a.grad.numpy(), ga / 4, rtol=1e-5)
+    a.grad = t(np.array([-5.0, 0.5, 2.0]))
+    nn.utils.clip_grad_value_([a], 1.0)
+    np.testing.assert_array_equal(a.grad.numpy(), [-1.0, 0.5, 1.0])
+    assert nn.functional is mg.functional
