@@ -134,30 +134,32 @@ class BatchNormTrain(Function):
         xp = self.xp
         axes = _bn_axes(x)
         mean = xp.mean(x, axis=axes, keepdims=True)
-        d = x - mean
-        var = xp.mean(d * d, axis=axes, keepdims=True)
+        xhat = x - mean
+        var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
         rstd = 1.0 / xp.sqrt(var + eps)
-        xhat = d * rstd
+        xhat *= rstd                   # in place: large temporaries are the cost here
         self.eps, self.axes, self.xhat, self.rstd = eps, axes, xhat, rstd
         self.batch_mean, self.batch_var = mean, var
-        y = xhat
+        if weight is None and bias is None:
+            return xhat
         if weight is not None:
-            y = y * xp.reshape(weight, _bn_shape(x))
-        if bias is not None:
-            y = y + xp.reshape(bias, _bn_shape(x))
-        return y
+            y = xhat * xp.reshape(weight, _bn_shape(x))
+            if bias is not None:
+                y += xp.reshape(bias, _bn_shape(x))
+            return y
+        return xhat + xp.reshape(bias, _bn_shape(x))
 
     def backward(self, gy):
         x = self.inputs[0]
         has_w = len(self.inputs) > 1
         shape = _bn_shape(x)
         axes = self.axes
-        if _recording():  # rebuild xhat from x so second derivatives see it
-            d = x - _ops.mean(x, axes, keepdims=True)
-            rstd = 1.0 / _ops.sqrt(_ops.mean(d * d, axes, keepdims=True) + self.eps)
-            xhat = d * rstd
-        else:
-            xhat, rstd = _const(self.xhat, self._backend), _const(self.rstd, self._backend)
+        if not _recording():
+            return self._backward_arrays(gy.data, has_w, shape, axes)
+        # rebuild xhat from x with Tensor ops so that second derivatives see it
+        d = x - _ops.mean(x, axes, keepdims=True)
+        rstd = 1.0 / _ops.sqrt(_ops.mean(d * d, axes, keepdims=True) + self.eps)
+        xhat = d * rstd
         g = gy * self.inputs[1].reshape(shape) if has_w else gy
         gx = gw = gb = None
         if self.needs_input_grad[0]:
@@ -167,6 +169,29 @@ class BatchNormTrain(Function):
             gw = _ops.sum(gy * xhat, axes).reshape(-1)
         if len(self.inputs) > 2 and self.needs_input_grad[2]:
             gb = _ops.sum(gy, axes).reshape(-1)
+        return gx, gw, gb
+
+    def _backward_arrays(self, gy, has_w, shape, axes):
+        """The same formulas on arrays, in place where possible: used when no graph
+        of the backward is recorded, so nothing needs to be differentiable."""
+        xp, be, xhat = self.xp, self._backend, self.xhat
+        need = self.needs_input_grad
+        g = gy * xp.reshape(self.inputs[1].data, shape) if has_w else gy
+        gx = gw = gb = None
+        if need[0]:
+            t = g * xhat
+            mean_gx = xp.mean(t, axis=axes, keepdims=True)
+            mean_g = xp.mean(g, axis=axes, keepdims=True)
+            t[...] = xhat             # t = mean(g) + xhat mean(g xhat) - g
+            t *= mean_gx
+            t += mean_g
+            t -= g
+            t *= -self.rstd           # dx = (g - mean(g) - xhat mean(g xhat)) rstd
+            gx = _const(t, be)
+        if has_w and need[1]:
+            gw = _const(xp.reshape(xp.sum(gy * xhat, axis=axes), (-1,)), be)
+        if len(self.inputs) > 2 and need[2]:
+            gb = _const(xp.reshape(xp.sum(gy, axis=axes), (-1,)), be)
         return gx, gw, gb
 
 
