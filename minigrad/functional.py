@@ -104,7 +104,8 @@ def dropout(input, p=0.5, training=True):
     if p == 1.0:
         return input * 0.0
     keep = be.uniform(input.shape, dtype=input.data.dtype) >= p
-    mask = xp.astype(keep, input.data.dtype) * (1.0 / (1.0 - p))
+    mask = xp.astype(keep, input.data.dtype)
+    mask *= 1.0 / (1.0 - p)
     return input * _const(mask, be)
 
 

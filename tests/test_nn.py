@@ -438,9 +438,9 @@ def test_dropout_module_modes(backend_name):
 
 def test_embedding_layer(backend_name):
     mg.manual_seed(0)
-    emb = nn.Embedding(300, 50)
+    emb = nn.Embedding(300, 100)
     w = emb.weight.numpy()
-    assert abs(w.mean()) < 0.02 and abs(w.std() - 1) < 0.02     # N(0, 1), 15k draws
+    assert abs(w.mean()) < 0.03 and abs(w.std() - 1) < 0.03     # N(0, 1), 30k draws: 5 sd
     idx = np.array([[1, 5], [5, 299]])
     np.testing.assert_array_equal(emb(t(idx)).numpy(), w[idx])
     padded = nn.Embedding(4, 3, padding_idx=-1)
@@ -543,12 +543,14 @@ def test_default_inits_follow_pytorch(backend_name):
     assert np.abs(conv.weight.numpy()).max() <= bound
     assert np.abs(conv.weight.numpy()).max() > 0.99 * bound
     assert np.abs(conv.bias.numpy()).max() <= bound
-    deconv = nn.ConvTranspose2d(64, 8, 4)   # fan_in = weight.shape[1] * k * k = 8 * 16
-    bound = 1 / math.sqrt(8 * 16)
+    # weight (in, out, k, k): PyTorch's fan_in = weight.shape[1] * k * k = 64 * 16, not the
+    # in_channels * k * k = 16 * 16 of a Conv2d (whose bound would be twice as wide)
+    deconv = nn.ConvTranspose2d(16, 64, 4)
+    bound = 1 / math.sqrt(64 * 16)
     assert np.abs(deconv.weight.numpy()).max() <= bound
     assert np.abs(deconv.weight.numpy()).max() > 0.99 * bound
     assert np.abs(deconv.bias.numpy()).max() <= bound
-    assert np.abs(deconv.bias.numpy()).max() > 0.5 * bound   # not the 1/sqrt(64*16) bound
+    assert np.abs(deconv.bias.numpy()).max() > 0.6 * bound
 
 
 def test_init_functions_statistics(backend_name):
