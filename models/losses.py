@@ -341,3 +341,82 @@ def batch_triplet_loss(embeddings, labels, alpha=0.2, mining="semihard", reducti
 
 # ============================================================================ GANs
 # (discriminator / generator losses, gradient penalty)
+#
+# The lecture's GAN: a discriminator D(x) = sigmoid(l(x)) (the network outputs
+# the LOGIT l) and a generator G(z). With BCE(l, t) = -t log sigmoid(l) - (1 - t) log(1 - sigmoid(l))
+# the two losses of Goodfellow et al. (2014) are
+#
+#     L_D = -E_x[log D(x)] - E_z[log(1 - D(G(z)))] = E BCE(l_real, 1) + E BCE(l_fake, 0)
+#     L_G = -E_z[log D(G(z))] = E BCE(l_fake, 1)      (non-saturating generator loss)
+#
+# computed from logits with binary_cross_entropy_with_logits, i.e. softplus(-l)
+# and softplus(l): log(sigmoid(l)) is never formed, so a saturated D (|l| ~ 100)
+# gives finite losses and gradients. The minimax generator loss E_z[log(1 - D(G(z)))]
+# (whose gradient vanishes when D confidently rejects fakes, why the
+# non-saturating one is used) is there for comparison.
+#
+# WGAN-GP (Gulrajani et al. 2017): a critic f with unbounded scores,
+#
+#     L_f = E_z[f(G(z))] - E_x[f(x)] + lambda * E_xhat[(||grad_xhat f(xhat)||_2 - 1)^2]
+#     L_G = -E_z[f(G(z))]
+#
+# with xhat = eps x + (1 - eps) G(z), eps ~ U(0, 1) per example. The penalty
+# differentiates through the critic's input gradient: mg.grad(..., create_graph=True)
+# and double backward through every layer of f (conv included).
+import minigrad.functional as _F
+
+
+def _gan_bce_mean(logits, target_value):
+    target = _gan_full_like(logits, target_value)
+    return _F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
+
+
+def _gan_full_like(t, value):
+    return mg.full(t.shape, float(value), dtype=t.dtype.name, backend=t._backend.name)
+
+
+def gan_discriminator_loss(real_logits, fake_logits):
+    """L_D = -E[log D(x)] - E[log(1 - D(G(z)))] = mean BCE(real, 1) + mean BCE(fake, 0),
+    from logits (stable for any logit). Returns a scalar Tensor."""
+    return _gan_bce_mean(real_logits, 1.0) + _gan_bce_mean(fake_logits, 0.0)
+
+
+def gan_generator_loss(fake_logits, saturating=False):
+    """Non-saturating L_G = -E[log D(G(z))] = mean BCE(fake, 1) (default), or with
+    ``saturating=True`` the minimax form E[log(1 - D(G(z)))] = -mean BCE(fake, 0)."""
+    if saturating:
+        return -_gan_bce_mean(fake_logits, 0.0)
+    return _gan_bce_mean(fake_logits, 1.0)
+
+
+def wgan_critic_loss(real_scores, fake_scores):
+    """Wasserstein critic loss E[f(G(z))] - E[f(x)] (add the gradient penalty)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wgan_generator_loss(fake_scores):
+    """Wasserstein generator loss -E[f(G(z))]."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(critic, real, fake, eps=None, norm_eps=1e-12):
+    """E_xhat[(||grad_xhat critic(xhat)||_2 - 1)^2] on xhat = eps real + (1 - eps) fake.
+
+    ``eps`` (shape (B, 1, ..., 1), U(0, 1) per example by default) is an input so
+    tests can fix it. The gradient is taken with create_graph=True, so the penalty
+    can be back-propagated into the critic's parameters (and into real/fake if
+    they require grad). ``norm_eps`` inside the square root keeps the norm's
+    gradient finite where the input gradient vanishes (d sqrt(u)/du at u = 0)."""
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real of shape {real.shape} and fake of shape "
+                         f"{fake.shape} must have the same shape")
+    if eps is None:
+        eps = mg.rand(real.shape[0], *([1] * (real.ndim - 1)), dtype=real.dtype.name,
+                      backend=real._backend.name)
+    x_hat = eps * real + (1.0 - eps) * fake
+    if not x_hat.requires_grad:
+        x_hat = x_hat.detach().requires_grad_(True)
+    scores = critic(x_hat)
+    (g,) = mg.grad(scores.sum(), x_hat, create_graph=True)
+    norms = ((g * g).reshape(g.shape[0], -1).sum(axis=1) + norm_eps).sqrt()
+    return ((norms - 1.0) ** 2).mean()

@@ -1,0 +1,172 @@
+"""Sample-quality metrics for the generative models, on the toolkit classifier.
+
+Frechet distance on classifier features ("classifier-FID"). Fit a Gaussian to the
+penultimate-layer features of a classifier on real images (mu_r, S_r) and on
+generated images (mu_g, S_g); the Frechet (2-Wasserstein) distance between them is
+
+    FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2})
+
+Means and covariances are computed on the backend (NumPy, CuPy or strict); only the
+two (d,) means and (d, d) covariances travel to the host, where SciPy's
+``linalg.sqrtm`` takes the matrix square root (its real part: round-off leaves a
+tiny imaginary part), as in the reference FID code (pytorch-fid).
+
+Inception score on the same classifier's class probabilities p(y|x):
+
+    IS = exp( E_x KL(p(y|x) || p(y)) ),   p(y) = E_x p(y|x)
+
+between 1 (every sample gets the same prediction, or every prediction is uniform)
+and n_classes (confident predictions, spread evenly over the classes).
+
+NOT comparable with published FID / IS numbers: those use the Inception-v3
+network's 2048-d pool features / ImageNet classes on 50,000 samples. Here the
+features come from the small MNIST classifier in models/classifier.py, and the
+sample sizes are small (FD is biased upwards for small n). Compare numbers only
+with each other at the same n, and against the "floor": real images vs disjoint
+real images, which is what a perfect generator would score.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np  # host-side: (d,) means and (d, d) covariances from Tensor.numpy()
+from scipy import linalg  # host-side: matrix square root on host arrays
+
+import minigrad as mg
+
+
+# ----------------------------------------------------------------------------- Frechet distance
+def gaussian_fit(features):
+    """(mean (d,), covariance (d, d)) of an (N, d) feature Tensor, computed on its
+    backend; the covariance is unbiased (divides by N - 1), like np.cov."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"gaussian_fit: features must have shape (N >= 2, d), got "
+                         f"{features.shape}")
+    with mg.no_grad():
+        f = features.detach().double()
+        mu = f.mean(axis=0)
+        centred = f - mu
+        cov = (centred.T @ centred) / (f.shape[0] - 1)
+    return mu, cov
+
+
+def frechet_distance_from_stats(mu1, cov1, mu2, cov2, eps=1e-6):
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)) on HOST arrays (NumPy).
+
+    As in pytorch-fid: if the product is singular (sqrtm returns non-finite
+    values), eps is added to both diagonals; the imaginary part that round-off
+    leaves in sqrtm's result is dropped."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
+        raise ValueError(f"frechet_distance: means {mu1.shape}, {mu2.shape} and covariances "
+                         f"{cov1.shape}, {cov2.shape} do not fit")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(cov1.shape[0]) * eps
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = np.real(covmean)
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
+
+
+def frechet_distance(features1, features2):
+    """Frechet distance between Gaussian fits of two (N, d) feature Tensors (on any
+    backend): moments on the backend, the matrix square root on the host."""
+    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1]:
+        raise ValueError(f"frechet_distance: features must be (N, d) with the same d, got "
+                         f"{features1.shape} and {features2.shape}")
+    mu1, cov1 = gaussian_fit(features1)
+    mu2, cov2 = gaussian_fit(features2)
+    return frechet_distance_from_stats(mu1.numpy(), cov1.numpy(), mu2.numpy(), cov2.numpy())
+
+
+# ----------------------------------------------------------------------------- inception score
+def inception_score_from_log_probs(log_probs):
+    """exp(mean_x KL(p(y|x) || p(y))) from (N, C) log class probabilities (a Tensor),
+    p(y) = mean_x p(y|x). Terms with p(y|x) = 0 contribute 0 (x log x -> 0)."""
+    if log_probs.ndim != 2:
+        raise ValueError(f"inception_score: expected (N, C) log-probabilities, got shape "
+                         f"{log_probs.shape}")
+    with mg.no_grad():
+        lp = log_probs.detach().double()
+        p = lp.exp()
+        marginal = p.mean(axis=0)                      # p(y); 0 only where every p(y|x) is 0
+        log_marginal = mg.where(marginal > 0, marginal, mg.ones_like(marginal)).log()
+        safe_lp = mg.where(p > 0, lp, mg.zeros_like(lp))
+        safe_lm = mg.where(p > 0, log_marginal.broadcast_to(lp.shape), mg.zeros_like(lp))
+        kl = (p * (safe_lp - safe_lm)).sum(axis=1)
+        return math.exp(kl.mean().item())
+
+
+def inception_score(logits):
+    """Inception score of (N, C) classifier logits: exp(E_x KL(p(y|x) || p(y)))."""
+    return inception_score_from_log_probs(mg.log_softmax(logits.detach(), axis=1))
+
+
+def inception_score_from_probs(probs):
+    """Inception score of (N, C) class probabilities (rows summing to 1)."""
+    with mg.no_grad():
+        p = probs.detach().double()
+        lp = mg.where(p > 0, p, mg.ones_like(p)).log()     # log 1 = 0 where p = 0
+        return inception_score_from_log_probs(mg.where(p > 0, lp, mg.full_like(p, -math.inf)))
+
+
+# ----------------------------------------------------------------------------- on a classifier
+def classifier_outputs(classifier, images, batch_size=500):
+    """(features (N, d), logits (N, C)) of ``classifier`` on (N, 1, 28, 28) images
+    (a Tensor on the classifier's backend), in batches, without a graph.
+    The classifier needs ``features(x)`` (penultimate layer) and ``__call__`` (logits)."""
+    feats, logits = [], []
+    was_training = getattr(classifier, "training", False)
+    classifier.eval()
+    with mg.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:min(start + batch_size, images.shape[0])]  # in-bounds stop: Array API
+            feats.append(classifier.features(x))
+            logits.append(classifier(x))
+    if was_training:
+        classifier.train()
+    return mg.cat(feats, axis=0), mg.cat(logits, axis=0)
+
+
+class SampleQuality:
+    """Classifier-FID and inception score of generated images, against ``n`` real
+    TEST images of the run (their statistics computed once).
+
+        quality = SampleQuality(run, n=1000)        # loads/trains the toolkit classifier
+        quality(samples)  -> {"fid": ..., "inception_score": ...}
+        quality.real_floor() -> the same for n real TRAIN images (disjoint from test):
+                                what a perfect generator would score at this n.
+
+    ``samples`` are (n, 1, 28, 28) Tensors or host arrays with pixels in [0, 1].
+    """
+
+    def __init__(self, run, n=1000, classifier=None):
+        self.run = run
+        if classifier is None:
+            from models.classifier import load_pretrained_classifier
+            classifier = load_pretrained_classifier(run)
+        self.classifier = classifier
+        self.n = min(int(n), run.data.test_x.shape[0])
+        if self.n < 2:
+            raise ValueError(f"SampleQuality: needs at least 2 test images, got {self.n}")
+        real = run.tensor(run.data.test_x[:self.n])
+        feats, logits = classifier_outputs(classifier, real)
+        mu, cov = gaussian_fit(feats)
+        self.real_mu, self.real_cov = mu.numpy(), cov.numpy()
+        self.real_inception_score = inception_score(logits)
+
+    def __call__(self, images):
+        if not isinstance(images, mg.Tensor):
+            images = self.run.tensor(images)
+        feats, logits = classifier_outputs(self.classifier, images.detach())
+        mu, cov = gaussian_fit(feats)
+        return {"fid": frechet_distance_from_stats(mu.numpy(), cov.numpy(), self.real_mu,
+                                                   self.real_cov),
+                "inception_score": inception_score(logits)}
+
+    def real_floor(self):
+        """Scores of n real training images against the n real test images."""
+        n = min(self.n, self.run.data.train_x.shape[0])
+        return self(self.run.data.train_x[:n])

@@ -1,0 +1,164 @@
+"""GAN losses of models/losses.py against direct NumPy evaluations, their gradients
+against finite differences (the gradient penalty through mg.grad(create_graph=True)),
+and the models/gan.py command."""
+import numpy as np  # host-side: references and test data built on the host
+import pytest
+
+import minigrad as mg
+import minigrad.functional as F
+from models import losses as L
+
+
+def _t(a, dtype="float64", requires_grad=False):
+    t = mg.from_numpy(np.asarray(a, dtype=dtype))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+LOGITS = np.array([-300.0, -30.0, -2.5, -0.3, 0.0, 0.7, 4.0, 40.0, 300.0])
+
+
+# ----------------------------------------------------------------------------- BCE GAN losses
+def test_discriminator_loss_matches_numpy_including_saturated_logits(backend_name):
+    rng = np.random.default_rng(0)
+    real = np.concatenate([LOGITS, rng.normal(size=7)])
+    fake = np.concatenate([LOGITS[::-1], rng.normal(size=7)])
+    # -mean log sigmoid(real) - mean log(1 - sigmoid(fake))
+    ref = _softplus(-real).mean() + _softplus(fake).mean()
+    out = L.gan_discriminator_loss(_t(real), _t(fake))
+    assert out.shape == ()
+    assert out.item() == pytest.approx(ref, rel=1e-12)
+    # float32 stays finite and exact at |logit| = 300 (log(sigmoid) would give inf)
+    out32 = L.gan_discriminator_loss(_t(real, "float32"), _t(fake, "float32")).item()
+    assert out32 == pytest.approx(ref, rel=1e-5)
+
+
+def test_generator_losses_match_numpy(backend_name):
+    fake = LOGITS
+    ns = L.gan_generator_loss(_t(fake)).item()
+    assert ns == pytest.approx(_softplus(-fake).mean(), rel=1e-12)
+    sat = L.gan_generator_loss(_t(fake), saturating=True).item()
+    assert sat == pytest.approx(-_softplus(fake).mean(), rel=1e-12)
+
+
+def test_gan_loss_gradients_wrt_logits(backend_name):
+    rng = np.random.default_rng(1)
+    real = _t(rng.normal(scale=3.0, size=(4, 1)), requires_grad=True)
+    fake = _t(rng.normal(scale=3.0, size=(4, 1)), requires_grad=True)
+    assert mg.gradcheck(L.gan_discriminator_loss, (real, fake))
+    assert mg.gradcheck(L.gan_generator_loss, (fake,))
+    assert mg.gradcheck(lambda f: L.gan_generator_loss(f, saturating=True), (fake,))
+    assert mg.gradcheck(L.wgan_critic_loss, (real, fake))
+    assert mg.gradcheck(L.wgan_generator_loss, (fake,))
+
+
+def test_gan_loss_gradients_at_saturated_logits(backend_name):
+    # d/dl softplus(-l) = sigmoid(l) - 1: exactly -1 at l = -300 (a confident D
+    # rejecting a fake), the gradient the non-saturating loss keeps alive; the
+    # saturating loss's gradient there is -sigmoid(-300) ~ 0.
+    fake = _t(LOGITS, requires_grad=True)
+    L.gan_generator_loss(fake).backward()
+    sig = 1.0 / (1.0 + np.exp(-LOGITS))
+    np.testing.assert_allclose(fake.grad.numpy(), (sig - 1.0) / LOGITS.size, rtol=1e-12, atol=1e-16)
+    assert np.isfinite(fake.grad.numpy()).all()
+    fake2 = _t(LOGITS, requires_grad=True)
+    L.gan_generator_loss(fake2, saturating=True).backward()
+    # atol: the engine's sigmoid is accurate to ~1e-18 absolute (not relative) in the far tail
+    np.testing.assert_allclose(fake2.grad.numpy(), -sig / LOGITS.size, rtol=1e-12, atol=1e-16)
+    assert abs(fake2.grad.numpy()[0]) < 1e-16 and abs(fake.grad.numpy()[0]) > 0.1
+
+
+def test_wgan_losses_match_numpy(backend_name):
+    rng = np.random.default_rng(2)
+    r, f = rng.normal(size=(6, 1)), rng.normal(size=(6, 1)) - 1.0
+    assert L.wgan_critic_loss(_t(r), _t(f)).item() == pytest.approx(f.mean() - r.mean(), rel=1e-12)
+    assert L.wgan_generator_loss(_t(f)).item() == pytest.approx(-f.mean(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- gradient penalty
+def _mlp_critic(w1, b1, w2):
+    return lambda x: (x.reshape(x.shape[0], -1) @ w1 + b1).tanh() @ w2
+
+
+def _mlp_penalty_numpy(real, fake, eps, w1, b1, w2):
+    """Direct evaluation: grad_x tanh(x W1 + b1) w2 = W1 ((1 - tanh^2) * w2)."""
+    x = (eps * real + (1 - eps) * fake).reshape(real.shape[0], -1)
+    h = np.tanh(x @ w1 + b1)
+    g = ((1 - h ** 2) * w2[:, 0]) @ w1.T                  # (B, D)
+    norms = np.sqrt((g ** 2).sum(1) + 1e-12)
+    return ((norms - 1) ** 2).mean()
+
+
+def _mlp_problem(rng, b=3, shape=(1, 2, 3), hidden=5):
+    d = int(np.prod(shape))
+    real = rng.normal(size=(b,) + shape)
+    fake = rng.normal(size=(b,) + shape)
+    eps = rng.uniform(size=(b,) + (1,) * len(shape))
+    w1 = rng.normal(scale=0.8, size=(d, hidden))
+    b1 = rng.normal(scale=0.3, size=(hidden,))
+    w2 = rng.normal(size=(hidden, 1))
+    return real, fake, eps, w1, b1, w2
+
+
+def test_gradient_penalty_value_matches_numpy(backend_name):
+    rng = np.random.default_rng(3)
+    real, fake, eps, w1, b1, w2 = _mlp_problem(rng)
+    ref = _mlp_penalty_numpy(real, fake, eps, w1, b1, w2)
+    assert ref > 0.05
+    gp = L.gradient_penalty(_mlp_critic(_t(w1), _t(b1), _t(w2)), _t(real), _t(fake), eps=_t(eps))
+    assert gp.item() == pytest.approx(ref, rel=1e-10)
+
+
+def test_gradient_penalty_of_linear_critic_is_closed_form(backend_name):
+    # f(x) = <w, x>: grad_x f = w everywhere, so GP = (||w|| - 1)^2 for any real/fake/eps
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(12, 1))
+    real, fake = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 3, 4))
+    gp = L.gradient_penalty(lambda x: x.reshape(5, 12) @ _t(w), _t(real), _t(fake))
+    assert gp.item() == pytest.approx((np.linalg.norm(w) - 1) ** 2, rel=1e-9)
+    w_unit = w / np.linalg.norm(w)
+    gp1 = L.gradient_penalty(lambda x: x.reshape(5, 12) @ _t(w_unit), _t(real), _t(fake))
+    assert abs(gp1.item()) < 1e-10
+
+
+def test_gradient_penalty_gradient_mlp_critic(backend_name):
+    # gradient wrt the critic's parameters AND the real/fake inputs, through
+    # mg.grad(create_graph=True): a check of double backward through matmul/tanh
+    rng = np.random.default_rng(5)
+    real, fake, eps, w1, b1, w2 = _mlp_problem(rng)
+    inputs = [_t(a, requires_grad=True) for a in (real, fake, w1, b1, w2)]
+    e = _t(eps)
+
+    def penalty(real, fake, w1, b1, w2):
+        return L.gradient_penalty(_mlp_critic(w1, b1, w2), real, fake, eps=e)
+
+    assert mg.gradcheck(penalty, inputs)
+
+
+def test_gradient_penalty_gradient_conv_critic(backend_name):
+    # a strided conv + leaky ReLU-free (smooth) critic: double backward through conv2d
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(2, 1, 6, 6)), rng.normal(size=(2, 1, 6, 6))
+    eps = rng.uniform(size=(2, 1, 1, 1))
+    w = rng.normal(scale=0.5, size=(3, 1, 3, 3))
+    b = rng.normal(scale=0.1, size=(3,))
+    v = rng.normal(size=(3 * 2 * 2, 1))
+    e = _t(eps)
+
+    def penalty(w, b, v, real):
+        def critic(x):
+            h = F.conv2d(x, w, b, stride=2, padding=0).tanh()       # (B, 3, 2, 2)
+            return h.reshape(h.shape[0], -1) @ v
+        return L.gradient_penalty(critic, real, _t(fake), eps=e)
+
+    inputs = [_t(a, requires_grad=True) for a in (w, b, v, real)]
+    assert penalty(*inputs).item() > 0.01
+    assert mg.gradcheck(penalty, inputs)
+
+
+def test_gradient_penalty_shape_error(backend_name):
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        L.gradient_penalty(lambda x: x, mg.zeros(2, 3), mg.zeros(2, 4))
