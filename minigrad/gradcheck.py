@@ -140,7 +140,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
 def _main(argv=None):
     import argparse
-    import subprocess
+    import pathlib
     import sys
     p = argparse.ArgumentParser(prog="python -m minigrad.gradcheck",
                                 description="List the ops and which gradient checks cover them.")
@@ -150,15 +150,15 @@ def _main(argv=None):
         p.print_help()
         return 0
     # The registry lives with the tests (tests/op_registry.py): one source of truth.
+    tests = pathlib.Path(__file__).resolve().parents[1] / "tests"
     try:
-        sys.path.insert(0, "tests")
+        sys.path.insert(0, str(tests))
         import op_registry  # type: ignore
-    except ImportError:
-        print("run from the repository root: the op registry is tests/op_registry.py",
-              file=sys.stderr)
+    except ImportError as e:
+        print(f"the op registry is tests/op_registry.py in a source checkout, next to the "
+              f"minigrad package; it could not be imported ({e})", file=sys.stderr)
         return 2
     print(op_registry.coverage_table())
-    del subprocess
     return 0
 
 

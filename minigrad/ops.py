@@ -664,14 +664,45 @@ class IndexAdd(Function):
 def add(a, b): return Add.apply(*_pair(a, b))
 def sub(a, b): return Sub.apply(*_pair(a, b))
 def mul(a, b): return Mul.apply(*_pair(a, b))
-def div(a, b): return Div.apply(*_pair(a, b))
+def div(a, b): return Div.apply(*_div_pair(a, b))
 def neg(x): return Neg.apply(x)
 
 
 def _pair(a, b):
+    """Both operands as Tensors of one dtype kind. PyTorch's promotion: an integer
+    or bool tensor meeting a float one becomes that float dtype (NumPy would go to
+    float64, and the Array API refuses to mix kinds at all)."""
     if isinstance(a, Tensor):
-        return a, as_tensor(b, a)
-    return as_tensor(a, b), b
+        b = as_tensor(b, a)
+    else:
+        a = as_tensor(a, b)
+    if a.dtype is not b.dtype:   # canonical DType objects: no cross-library dtype compare
+        fa, fb = a.dtype.is_floating_point, b.dtype.is_floating_point
+        if fa and not fb:
+            b = _cast_const(b, a.dtype.name)
+        elif fb and not fa:
+            a = _cast_const(a, b.dtype.name)
+        elif not fa and a.dtype.name == "bool":
+            a = _cast_const(a, b.dtype.name)
+        elif not fb and b.dtype.name == "bool":
+            b = _cast_const(b, a.dtype.name)
+    return a, b
+
+
+def _cast_const(t, dtype_name):
+    """An integer/bool tensor (never part of a graph) converted to ``dtype_name``."""
+    be = t._backend
+    return Tensor._make(be.xp.astype(t.data, be.dtype(dtype_name)), be, False, None)
+
+
+def _div_pair(a, b):
+    """Division is true division: two integer tensors give float32 (as in PyTorch)."""
+    a, b = _pair(a, b)
+    if not a.dtype.is_floating_point:
+        a = _cast_const(a, "float32")
+    if not b.dtype.is_floating_point:
+        b = _cast_const(b, a.dtype.name)
+    return a, b
 
 
 def pow(x, exponent):
@@ -832,6 +863,14 @@ def permute(x, *axes):
     if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes")
     return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
+
+
+def _matrix_transpose(x):
+    """``x.mT``: swap the last two axes (used in every matmul backward: no checks)."""
+    n = x.ndim
+    if n < 2:
+        raise ValueError(f"mT needs at least 2 dimensions, got shape {x.shape}")
+    return Permute.apply(x, axes=tuple(range(n - 2)) + (n - 1, n - 2))
 
 
 def transpose(x, dim0=-2, dim1=-1):
@@ -1072,8 +1111,8 @@ def _install():
     T.__rsub__ = lambda a, b: Sub.apply(*_pair(b, a))
     T.__mul__ = lambda a, b: Mul.apply(*_pair(a, b))
     T.__rmul__ = lambda a, b: Mul.apply(*_pair(b, a))
-    T.__truediv__ = lambda a, b: Div.apply(*_pair(a, b))
-    T.__rtruediv__ = lambda a, b: Div.apply(*_pair(b, a))
+    T.__truediv__ = lambda a, b: Div.apply(*_div_pair(a, b))
+    T.__rtruediv__ = lambda a, b: Div.apply(*_div_pair(b, a))
     T.__neg__ = neg
     T.__pos__ = lambda a: a
     T.__pow__ = pow
@@ -1096,7 +1135,7 @@ def _install():
                  "split", "chunk", "argmax", "argmin", "matmul", "pow"):
         setattr(T, name, globals()[name])
     T.T = property(lambda a: permute(a, *reversed(range(a.ndim))))
-    T.mT = property(lambda a: transpose(a, -2, -1))
+    T.mT = property(_matrix_transpose)
     T.all = lambda a, axis=None: Tensor._make(a._backend.xp.all(a.data, axis=axis),
                                               a._backend, False, None)
     T.any = lambda a, axis=None: Tensor._make(a._backend.xp.any(a.data, axis=axis),

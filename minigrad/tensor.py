@@ -70,9 +70,23 @@ _DTYPES = {n: DType(n) for n in ("float32", "float64", "int8", "int16", "int32",
                                  "uint8", "bool")}
 
 
+# (type of the library's dtype, dtype) -> DType: str() of a NumPy dtype is slow. The
+# type comes first so that dtypes of two libraries are never compared with each other.
+_DTYPE_OF = {}
+
+
 def _dtype_of(array) -> DType:
-    name = str(array.dtype).rsplit(".", 1)[-1]  # "float32" or "array_api_strict.float32"
-    return _DTYPES.get(name) or DType(name)
+    d = array.dtype
+    key = (type(d), d)
+    try:
+        return _DTYPE_OF[key]
+    except KeyError:
+        name = str(d).rsplit(".", 1)[-1]  # "float32" or "array_api_strict.float32"
+        _DTYPE_OF[key] = result = _DTYPES.get(name) or DType(name)
+        return result
+    except TypeError:  # an unhashable dtype object
+        name = str(d).rsplit(".", 1)[-1]
+        return _DTYPES.get(name) or DType(name)
 
 
 # ----------------------------------------------------------------------------- grad mode
@@ -154,12 +168,19 @@ class Function:
             shapes = " and ".join(str(t.shape) for t in inputs)
             raise ValueError(f"{cls.__name__.lower()}: cannot apply to shapes {shapes}: {e}") \
                 from None
-        if _grad_enabled[0] and any(t.requires_grad for t in inputs):
-            fn.inputs = inputs
-            fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
-            fn.generation = 1 + max(t._ctx.generation if t._ctx is not None else 0
-                                    for t in inputs)
-            return Tensor._make(data, be, True, fn)
+        if _grad_enabled[0]:
+            # one loop instead of any()/tuple()/max() generators: this runs for every op
+            needs, gen = [], 0
+            for t in inputs:
+                needs.append(t.requires_grad)
+                ctx = t._ctx
+                if ctx is not None and ctx.generation > gen:
+                    gen = ctx.generation
+            if True in needs:
+                fn.inputs = inputs
+                fn.needs_input_grad = tuple(needs)
+                fn.generation = gen + 1
+                return Tensor._make(data, be, True, fn)
         return Tensor._make(data, be, False, None)
 
     def forward(self, *arrays, **options):

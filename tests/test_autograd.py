@@ -365,3 +365,23 @@ def test_index_and_condition_on_another_backend_raise():
         x[idx]
     with pytest.raises(ValueError, match="'strict'.*'numpy'"):
         mg.where(mg.tensor([True, False, True], backend="strict"), x, 0.0)
+
+
+def test_integer_and_float_operands_promote_like_pytorch(backend_name):
+    """int/bool meeting float becomes that float dtype (not float64, and never the
+    Array API's refusal to mix kinds); int / int is true division in float32."""
+    i = mg.arange(3)
+    f32 = mg.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    f64 = mg.tensor([1.0, 2.0, 4.0], dtype="float64")
+    cases = {"i * 0.5": (i * 0.5, mg.float32, [0.0, 0.5, 1.0]),
+             "i + f32": (i + f32, mg.float32, [1.0, 3.0, 6.0]),
+             "f64 * i": (f64 * i, mg.float64, [0.0, 2.0, 8.0]),
+             "i / 2": (i / 2, mg.float32, [0.0, 0.5, 1.0]),
+             "mask * f32": ((i > 0) * f32, mg.float32, [0.0, 2.0, 4.0]),
+             "i + 1": (i + 1, mg.int64, [1, 2, 3]),
+             "i.mean()": (i.mean(), mg.float32, 1.0)}
+    for name, (got, dtype, values) in cases.items():
+        assert got.dtype == dtype, f"{name}: {got.dtype}"
+        np.testing.assert_allclose(got.numpy(), values, err_msg=name)
+    ((i > 0) * f32 + i * f32).sum().backward()
+    np.testing.assert_allclose(f32.grad.numpy(), [0.0, 2.0, 3.0])

@@ -159,3 +159,15 @@ def test_comparisons_and_argmax_are_not_differentiable(backend_name):
         assert not got.requires_grad and got.grad_fn is None
         np.testing.assert_array_equal(got.numpy(), expected)
     assert (a > 0.0).dtype == mg.bool and a.argmax().dtype == mg.int64
+
+
+def test_list_command_prints_the_table():
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "minigrad.gradcheck", "--list"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("op ") and f"{len(OPS)} ops" in r.stdout
+    assert all(f"\n{s.name} " in r.stdout for s in OPS)
