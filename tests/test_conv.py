@@ -131,12 +131,14 @@ def conv_cases(draw, small=False):
 
 
 @st.composite
-def conv_transpose_cases(draw, small=False):
-    groups = draw(st.sampled_from([1, 1, 2]))
-    cig, cog = draw(st.integers(1, 1 if small else 2)), draw(st.integers(1, 2))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+def conv_transpose_cases(draw, small=False, wide=False):
+    """wide=True: 16 output channels, one group, dilation 1 and kernels up to 5, the
+    shapes where the transposed conv takes its sub-pixel GEMM path instead of col2im."""
+    groups = 1 if wide else draw(st.sampled_from([1, 1, 2]))
+    cig, cog = draw(st.integers(1, 1 if small else 2)), 16 if wide else draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 5 if wide else 3)), draw(st.integers(1, 5 if wide else 3))
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    dh, dw = (1, 1) if wide else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     oph = draw(st.integers(0, max(sh, dh) - 1))
     opw = draw(st.integers(0, max(sw, dw) - 1))
     n = draw(st.integers(1, 1 if small else 2))
@@ -271,6 +273,24 @@ def test_conv_transpose2d_gradgradcheck(backend_name):
     def check(case):
         x, w, b, kwargs, _ = case
         assert mg.gradgradcheck(_fn(conv_transpose2d, kwargs), _args(x, w, b))
+    check()
+
+
+def test_wide_transposed_conv_subpixel_path(backend_name):
+    """Forward vs the scatter reference, and gradients, on the sub-pixel path (also
+    conv2d's input gradient for 16 input channels and stride > 1)."""
+    @settings(max_examples=FEW)
+    @given(conv_transpose_cases(wide=True))
+    def check(case):
+        x, w, b, kwargs, geom = case
+        y = conv_transpose2d(tensor(x), tensor(w), None if b is None else tensor(b), **kwargs)
+        np.testing.assert_allclose(y.numpy(), ref_conv_transpose2d(x, w, b, *geom, 1),
+                                   rtol=1e-10, atol=1e-10)
+        assert mg.gradcheck(_fn(conv_transpose2d, kwargs), _args(x[:1], w, b))
+        # conv2d with this weight as (out=C_in, in=16): its input gradient is the same op
+        z = tensor(np.random.default_rng(0).standard_normal((1,) + y.shape[1:]), True)
+        ckw = {k: v for k, v in kwargs.items() if k != "output_padding"}
+        assert mg.gradcheck(lambda z_: conv2d(z_, tensor(w), **ckw), (z,))
     check()
 
 
