@@ -135,7 +135,7 @@ def _im2col_nhwc(be, xpad, g: _Geom, ho, wo):
     xp = be.xp
     n, hp, wp, c = xpad.shape
     windows = getattr(be, "strided_windows", None)
-    if windows is not None and c * g.dw * g.kw >= 8:
+    if windows is not None and c * g.kw >= 8:
         # NumPy only: the windows as one as_strided view, copied by one reshape. Its inner
         # loop runs over kw*C contiguous numbers (dilation 1) instead of C: 3-5x faster
         # than the slices below for C >= 32, slower for C = 1 (measured).
@@ -307,9 +307,12 @@ class _Conv2d(Function):
     def backward(self, gy):
         x, w = self.inputs[:2]
         need = self.needs_input_grad
-        gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:]) if need[0] else None
-        gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape, cols=self.cols) \
-            if need[1] else None
+        # gy as (N*Ho*Wo, O) rows feeds both GEMMs: transpose it once
+        rows = _rows_nhwc(self.xp, gy.data) if need[0] and need[1] else None
+        gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:], gy_rows=rows) \
+            if need[0] else None
+        gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape, cols=self.cols,
+                                 gy_rows=rows) if need[1] else None
         gb = _ops.sum(gy, axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
@@ -318,7 +321,7 @@ class _ConvTranspose2d(Function):
     """gx = conv_transpose2d(gy, w) + b: the adjoint of conv2d in x, onto an output of
     spatial size ``x_hw``."""
 
-    def forward(self, gy, w, b=None, geom=None, x_hw=None):
+    def forward(self, gy, w, b=None, geom=None, x_hw=None, gy_rows=None):
         be, xp = self._backend, self.xp
         n, o, ho, wo = gy.shape
         c = w.shape[1] * geom.groups
@@ -327,7 +330,8 @@ class _ConvTranspose2d(Function):
             # where its GEMM is only s*s*C columns wide
             gx = _input_grad_subpixel(be, gy, w, (n, c) + tuple(x_hw), geom)
         else:
-            gcols = _gemm_input_grad(xp, _rows_nhwc(xp, gy), w, geom.groups)
+            rows = _rows_nhwc(xp, gy) if gy_rows is None else gy_rows
+            gcols = _gemm_input_grad(xp, rows, w, geom.groups)
             gcols = xp.reshape(gcols, (n, ho, wo, geom.kh, geom.kw, c))
             gx = _col2im_nhwc(be, gcols, (n, c) + tuple(x_hw), geom)
         if b is not None:
@@ -353,15 +357,16 @@ class _ConvTranspose2d(Function):
 
 class _Conv2dWeight(Function):
     """gw = d<conv2d(x, w), gy>/dw = gy^T @ im2col(x), shaped like the weight.
-    ``cols`` may pass im2col(x) already computed by the forward."""
+    ``cols`` / ``gy_rows`` may pass im2col(x) / gy as (N*Ho*Wo, O) rows, already built."""
 
-    def forward(self, x, gy, geom=None, w_shape=None, cols=None):
+    def forward(self, x, gy, geom=None, w_shape=None, cols=None, gy_rows=None):
         be, xp = self._backend, self.xp
         ho, wo = gy.shape[2:]
         if cols is None:
             cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
         self.geom = geom
-        return _gemm_weight_grad(xp, _rows_nhwc(xp, gy), cols, w_shape, geom.groups)
+        rows = _rows_nhwc(xp, gy) if gy_rows is None else gy_rows
+        return _gemm_weight_grad(xp, rows, cols, w_shape, geom.groups)
 
     def backward(self, g):
         x, gy = self.inputs
