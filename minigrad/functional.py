@@ -20,7 +20,7 @@ from .ops import (elu, leaky_relu, log_softmax, pad, relu, sigmoid, softmax,  # 
                   softplus as _softplus, tanh)
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 
-__all__ = ["linear", "dropout", "batch_norm", "embedding", "one_hot", "mse_loss", "l1_loss",
+__all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_hot", "mse_loss", "l1_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
            "nll_loss", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "softmax",
            "log_softmax", "pad", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
@@ -252,6 +252,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         y = y * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape)
+    return y
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last len(normalized_shape) axes, per example:
+    y = (x - mean) / sqrt(var + eps) * weight + bias (biased variance). No batch
+    statistics, so it suits critics trained with a gradient penalty."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+        tuple(normalized_shape)
+    k = len(normalized_shape)
+    if input.shape[input.ndim - k:] != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {input.shape} does not end with "
+                         f"normalized_shape {normalized_shape}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != normalized_shape:
+            raise ValueError(f"layer_norm: {name} has shape {t.shape}, expected "
+                             f"{normalized_shape}")
+    axes = tuple(range(input.ndim - k, input.ndim))
+    d = input - _ops.mean(input, axes, keepdims=True)
+    y = d / _ops.sqrt(_ops.mean(d * d, axes, keepdims=True) + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
     return y
 
 

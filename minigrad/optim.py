@@ -20,7 +20,8 @@ import math
 from .backend import is_host_array as _is_host_array
 from .tensor import Tensor, no_grad
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "StepLR", "CosineAnnealingLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "StepLR", "CosineAnnealingLR",
+           "lr_scheduler"]
 
 
 class Optimizer:
@@ -404,3 +405,10 @@ class CosineAnnealingLR(LRScheduler):
     def lr_at(self, epoch):
         c = (1 + math.cos(math.pi * epoch / self.T_max)) / 2
         return [self.eta_min + (base - self.eta_min) * c for base in self.base_lrs]
+
+
+class lr_scheduler:  # noqa: N801  (PyTorch's spelling: optim.lr_scheduler.StepLR)
+    """The schedulers under PyTorch's path, ``optim.lr_scheduler.<name>``."""
+    LRScheduler = LRScheduler
+    StepLR = StepLR
+    CosineAnnealingLR = CosineAnnealingLR

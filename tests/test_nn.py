@@ -684,3 +684,23 @@ def test_small_mlp_learns_xor_blobs(backend_name):
     with mg.no_grad():
         acc = (model(xt).argmax(1).numpy() == y).mean()
     assert acc > 0.95, acc     # a linear classifier gets about 0.5
+
+
+@pytest.mark.parametrize("shape,norm", [((4, 6), (6,)), ((2, 3, 4, 5), (4, 5)),
+                                        ((2, 3, 4, 5), (3, 4, 5))])
+def test_layer_norm_matches_numpy_and_gradchecks(backend_name, shape, norm):
+    ln = nn.LayerNorm(norm).double()
+    np.testing.assert_array_equal(ln.weight.numpy(), 1.0)
+    with mg.no_grad():
+        ln.weight.data = t(randn(*norm)).data
+        ln.bias.data = t(randn(*norm)).data
+    x = randn(*shape) * 3 + 1
+    axes = tuple(range(len(shape) - len(norm), len(shape)))
+    m, v = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    ref = (x - m) / np.sqrt(v + 1e-5) * ln.weight.numpy() + ln.bias.numpy()
+    np.testing.assert_allclose(ln(t(x)).numpy(), ref, rtol=1e-10, atol=1e-12)
+    small = (2,) + shape[1:] if len(shape) > 2 else shape
+    check_module_grads(ln, t(randn(*small), True), gradgrad=len(shape) == 2)
+    with pytest.raises(ValueError, match="does not end with normalized_shape"):
+        ln(t(randn(3, 7)))
+    assert repr(nn.LayerNorm(8)) == "LayerNorm((8,), eps=1e-05, elementwise_affine=True)"

@@ -275,6 +275,7 @@ def test_step_lr_values(backend_name):
         sched.step()
     assert seen == [[1.0 * 0.5 ** (e // 3), 0.5 * 0.5 ** (e // 3)] for e in range(8)]
     assert opt.param_groups[0]["lr"] == 0.5 ** (8 // 3)
+    assert optim.lr_scheduler.StepLR is optim.StepLR
 
 
 def test_cosine_annealing_values_and_state_dict(backend_name):

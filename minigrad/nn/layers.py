@@ -11,7 +11,7 @@ from . import init
 from .module import Module, Parameter
 
 __all__ = ["Identity", "Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
-           "Dropout", "Embedding", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus",
+           "LayerNorm", "Dropout", "Embedding", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus",
            "Softmax", "LogSoftmax", "Flatten", "Unflatten", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Upsample", "MSELoss", "L1Loss", "BCELoss",
            "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"]
@@ -241,6 +241,38 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) inputs, per channel."""
     _expected_ndim = (4,)
+
+
+class LayerNorm(Module):
+    """Normalise each example over its last axes (``normalized_shape``), then scale
+    and shift elementwise (weight 1, bias 0 at init). Same in train and eval mode."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=None, backend=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+            tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, eps
+        self.elementwise_affine = elementwise_affine
+        be = _get_backend(backend)
+        if elementwise_affine:
+            self.weight = Parameter(Tensor._make(be.ones(shape, dtype or "float32"), be,
+                                                 False, None))
+            if bias:
+                self.bias = Parameter(Tensor._make(be.zeros(shape, dtype or "float32"), be,
+                                                   False, None))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
 
 
 class Dropout(Module):
