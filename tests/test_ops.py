@@ -52,6 +52,12 @@ def test_forward_matches_numpy(spec, backend_name):
         assert out.shape == expected.shape, f"{spec.name}: shape {out.shape} != {expected.shape}"
         np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
         assert out.requires_grad
+        # backward gives every leaf a float64 gradient of its own shape, on its backend
+        out.backward(mg.ones(out.shape, dtype="float64"))
+        for i in order:
+            g = leaves[i].grad
+            assert g is not None and g.shape == leaves[i].shape
+            assert g.dtype == mg.float64 and g.backend == backend_name
     check()
 
 
