@@ -133,6 +133,10 @@ def test_batch_norm_training_gradcheck(backend_name, shape):
     assert mg.gradcheck(fn, (x, w, b))
     assert mg.gradgradcheck(fn, (x, w, b))
     assert mg.gradcheck(lambda x: F.batch_norm(x, None, None, training=True), (x,))
+    # a non-contiguous input: the channel axis swapped in from the last position
+    xt = t(np.moveaxis(randn(*shape), 1, -1), True)
+    assert mg.gradcheck(lambda x, w: F.batch_norm(mg.transpose(x, 1, -1) if x.ndim > 2 else x,
+                                                  None, None, w, training=True), (xt, w))
 
 
 def test_batch_norm_errors(backend_name):

@@ -371,7 +371,8 @@ def np_bn_train(x, w, b, eps=1e-5):
 
 
 @pytest.mark.parametrize("cls,shape", [(nn.BatchNorm1d, (8, 3)), (nn.BatchNorm1d, (4, 3, 5)),
-                                       (nn.BatchNorm2d, (4, 3, 2, 3))])
+                                       (nn.BatchNorm2d, (4, 3, 2, 3)),
+                                       (nn.BatchNorm2d, (5, 3, 1, 1))])
 def test_batchnorm_running_stats_and_modes(backend_name, cls, shape):
     bn = cls(3, momentum=0.3).double()
     np.testing.assert_array_equal(bn.weight.numpy(), 1.0)
@@ -500,7 +501,8 @@ def test_pool_and_upsample_layers(backend_name):
     np.testing.assert_allclose(ada, x.reshape(2, 3, 2, 2, 3, 2).mean(axis=(3, 5)), rtol=1e-12)
     with pytest.raises(ValueError, match="exactly one of size and scale_factor"):
         nn.Upsample()
-    for m in (nn.MaxPool2d(2), nn.AvgPool2d(2, stride=1), nn.Upsample(scale_factor=2)):
+    for m in (nn.MaxPool2d(2), nn.AvgPool2d(2, stride=1), nn.Upsample(scale_factor=2),
+              nn.AdaptiveAvgPool2d(2)):
         assert mg.gradcheck(m, (t(randn(1, 2, 4, 4), True),))
     assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
 
