@@ -318,3 +318,38 @@ def test_to_round_trip_carries_the_gradient(src, dst):
     np.testing.assert_array_equal(back.detach().numpy(), x.detach().numpy())
     assert x.to(src) is x   # a move to where it already is does nothing
     assert mg.gradcheck(lambda t: (t.to(dst).tanh() * 2.0).to(src), [x])
+
+
+def test_factories_put_arrays_on_the_current_backend(backend_name):
+    like = mg.tensor([[1.0, 2.0]], dtype="float64")
+    made = {
+        "zeros": (mg.zeros(2, 3), (2, 3), mg.float32, np.zeros((2, 3))),
+        "ones": (mg.ones((2,)), (2,), mg.float32, np.ones(2)),
+        "full": (mg.full((2, 2), 7.0), (2, 2), mg.float32, np.full((2, 2), 7.0)),
+        "zeros_like": (mg.zeros_like(like), (1, 2), mg.float64, np.zeros((1, 2))),
+        "ones_like": (mg.ones_like(like), (1, 2), mg.float64, np.ones((1, 2))),
+        "full_like": (mg.full_like(like, 3.0), (1, 2), mg.float64, np.full((1, 2), 3.0)),
+        "arange": (mg.arange(5), (5,), mg.int64, np.arange(5)),
+        "arange float": (mg.arange(0, 1, 0.25), (4,), mg.float32, np.arange(0, 1, 0.25)),
+        "eye": (mg.eye(3), (3, 3), mg.float32, np.eye(3)),
+        "from_numpy": (mg.from_numpy(np.arange(3.0)), (3,), mg.float64, np.arange(3.0)),
+    }
+    for name, (t, shape, dtype, values) in made.items():
+        assert t.backend == backend_name, name
+        assert be_is_array(t) and t.shape == shape and t.dtype == dtype, name
+        np.testing.assert_array_equal(t.numpy(), values, err_msg=name)
+    assert mg.randn(2, 3, requires_grad=True).requires_grad
+    assert mg.rand(4, dtype="float64").dtype == mg.float64
+    assert mg.randint(0, 5, (3, 2)).dtype == mg.int64
+
+
+def be_is_array(t):
+    return get_backend(t.backend).is_array(t.data)
+
+
+def test_repr_is_readable(backend_name):
+    suffix = "" if backend_name == "numpy" else f", backend='{backend_name}'"
+    assert repr(mg.tensor([1.0, 2.5])) == f"tensor([1. , 2.5]{suffix})"
+    x = mg.tensor([[1.0]], dtype="float64", requires_grad=True)
+    assert repr(x) == f"tensor([[1.]], dtype=minigrad.float64{suffix}, requires_grad=True)"
+    assert repr(x * 2.0).endswith("grad_fn=<Mul>)")
