@@ -706,3 +706,25 @@ def test_layer_norm_matches_numpy_and_gradchecks(backend_name, shape, norm):
     with pytest.raises(ValueError, match="does not end with normalized_shape"):
         ln(t(randn(3, 7)))
     assert repr(nn.LayerNorm(8)) == "LayerNorm((8,), eps=1e-05, elementwise_affine=True)"
+
+
+def test_batchnorm_matches_torch_if_available():
+    torch = pytest.importorskip("torch")
+    for momentum in (0.1, None):
+        ours = nn.BatchNorm2d(3, momentum=momentum).double()
+        theirs = torch.nn.BatchNorm2d(3, momentum=momentum).double()
+        for _ in range(3):
+            x = randn(4, 3, 2, 5) * 2 + 1
+            np.testing.assert_allclose(ours(t(x)).numpy(),
+                                       theirs(torch.tensor(x)).detach().numpy(), rtol=1e-10,
+                                       atol=1e-12)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            np.testing.assert_allclose(getattr(ours, name).numpy(),
+                                       getattr(theirs, name).numpy(), rtol=1e-12, err_msg=name)
+        ours.eval()
+        theirs.eval()
+        x = randn(2, 3, 2, 2)
+        np.testing.assert_allclose(ours(t(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-10)
+        # the state_dict keys are PyTorch's
+        assert list(ours.state_dict()) == list(theirs.state_dict())
