@@ -385,3 +385,14 @@ def test_integer_and_float_operands_promote_like_pytorch(backend_name):
         np.testing.assert_allclose(got.numpy(), values, err_msg=name)
     ((i > 0) * f32 + i * f32).sum().backward()
     np.testing.assert_allclose(f32.grad.numpy(), [0.0, 2.0, 3.0])
+
+
+def test_max_with_ties_shares_the_gradient(backend_name):
+    """At a tie max has no derivative; like PyTorch's full reduction, the
+    gradient is split equally among the elements that attain the maximum."""
+    x = t64([[1.0, 3.0, 3.0], [2.0, 0.0, 2.0]])
+    x.max().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0, 0.5, 0.5], [0, 0, 0]])
+    x.grad = None
+    x.min(axis=1).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1, 0, 0], [0, 1, 0]])
