@@ -184,13 +184,13 @@ def _follow_param(p, state):
 def _to_param_array(v, p, key):
     """A saved state value as an array on p's backend with p's dtype (numbers pass)."""
     be = p._backend
+    if key == "step":  # a count: kept as a Python int, whatever form it arrives in
+        return int(v.item()) if hasattr(v, "item") else int(v)
     if isinstance(v, Tensor):
         arr = v.data if v._backend is be else be.from_numpy(v.numpy())
     elif be.is_array(v):
         arr = v
     elif _is_host_array(v):
-        if v.ndim == 0 and key == "step":
-            return int(v)
         arr = be.from_numpy(v)
     elif hasattr(v, "shape"):  # an array of another backend
         from .backend import backend_of

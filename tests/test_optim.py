@@ -225,7 +225,7 @@ def test_state_dict_round_trip_across_backends(backend_name, make):
     sd = opt.state_dict()
     assert sorted(sd) == ["param_groups", "state"] and sorted(sd["state"]) == [0, 1, 2, 3]
     # as if written to a file and read back: host arrays and string keys
-    host = {"state": {str(k): {n: (v.numpy() if isinstance(v, mg.Tensor) else v)
+    host = {"state": {str(k): {n: (v.numpy() if isinstance(v, mg.Tensor) else np.asarray(v))
                                for n, v in st.items()} for k, st in sd["state"].items()},
             "param_groups": [dict(g, params=list(g["params"])) for g in sd["param_groups"]]}
     for other in ("numpy", "strict"):
