@@ -1008,6 +1008,11 @@ def getitem(x, key):
     along merged axes, the form every backend supports (the Array API has no
     general multi-array indexing), so the gradient always scatter-adds once."""
     key = _normalize_key(key, x._backend, x.ndim)
+    if key[0] == "take":
+        # the Array API leaves negative indices in take() unspecified: make them positive
+        _, axis, idx = key
+        xp = x._backend.xp
+        return GetItem.apply(x, key=("take", axis, xp.where(idx < 0, idx + x.shape[axis], idx)))
     if key[0] != "fancy":
         return GetItem.apply(x, key=key)
     return _fancy_getitem(x, key[1])
