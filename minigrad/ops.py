@@ -676,7 +676,9 @@ def _pair(a, b):
         b = as_tensor(b, a)
     else:
         a = as_tensor(a, b)
-    if a.dtype is not b.dtype:   # canonical DType objects: no cross-library dtype compare
+    # identity first (dtype objects are singletons per library), then the canonical
+    # DType objects: never == between two libraries' dtypes (array-api-strict warns)
+    if a.data.dtype is not b.data.dtype and a.dtype is not b.dtype:
         fa, fb = a.dtype.is_floating_point, b.dtype.is_floating_point
         if fa and not fb:
             b = _cast_const(b, a.dtype.name)
