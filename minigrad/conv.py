@@ -230,14 +230,22 @@ def _gemm_input_grad(xp, gy2d, w, groups):
     return xp.reshape(xp.permute_dims(gc, (1, 2, 0, 3)), (m, kh * kw * groups * cg))
 
 
-def _gemm_weight_grad(xp, gy2d, cols, w_shape, groups):
-    """gy^T (O, M) @ cols (M, kh*kw*C) -> weight gradient (O, C/G, kh, kw)."""
+def _gemm_weight_grad(xp, gy2d, cols, w_shape, groups, chunk_rows=None):
+    """gy^T (O, M) @ cols (M, kh*kw*C) -> weight gradient (O, C/G, kh, kw).
+    ``chunk_rows``: sum the product over row blocks of that size (see the caller)."""
     o, cg, kh, kw = w_shape
     m = gy2d.shape[0]
     # Computed as (cols^T @ gy)^T: with the long M axis as the reduction, OpenBLAS on
     # two busy cores was 5-15x slower for gy^T @ cols than for this orientation.
     if groups == 1:
-        gw = xp.matmul(xp.permute_dims(cols, (1, 0)), gy2d)                    # (K, O)
+        colsT = xp.permute_dims(cols, (1, 0))
+        if chunk_rows is None or chunk_rows >= m:
+            gw = xp.matmul(colsT, gy2d)                                         # (K, O)
+        else:
+            gw = xp.matmul(colsT[:, :chunk_rows], gy2d[:chunk_rows, :])
+            for start in range(chunk_rows, m, chunk_rows):
+                stop = start + chunk_rows
+                gw += xp.matmul(colsT[:, start:stop], gy2d[start:stop, :])
         return xp.permute_dims(xp.reshape(gw, (kh, kw, cg, o)), (3, 2, 0, 1))
     og = o // groups
     gy_g = xp.permute_dims(xp.reshape(gy2d, (m, groups, og)), (1, 0, 2))        # (G, M, Og)
@@ -366,7 +374,15 @@ class _Conv2dWeight(Function):
             cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
         self.geom = geom
         rows = _rows_nhwc(xp, gy) if gy_rows is None else gy_rows
-        return _gemm_weight_grad(xp, rows, cols, w_shape, geom.groups)
+        chunk = None
+        k_by_o = cols.shape[1] * rows.shape[1]
+        if be.name == "numpy" and k_by_o <= 4096:
+            # A narrow GEMM with a long reduction (K*O small, M = N*Ho*Wo large) is
+            # memory-bound, and multithreaded OpenBLAS on busy cores had multi-second
+            # stalls on it (K=9, O=32: median 23 ms, worst 6.6 s of 25 runs). Blocks of
+            # under 2^18 multiply-adds run single-threaded: worst 21 ms (measured).
+            chunk = max(64, (1 << 18) // k_by_o - 1)
+        return _gemm_weight_grad(xp, rows, cols, w_shape, geom.groups, chunk)
 
     def backward(self, g):
         x, gy = self.inputs

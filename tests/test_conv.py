@@ -246,6 +246,26 @@ def test_conv2d_unbatched_float32_and_gradient_layouts(backend_name):
     assert xt.grad.shape == x.shape and wt.grad.shape == w.shape
 
 
+@pytest.mark.parametrize("n, c, o, k, s, h", [(1, 16, 16, 4, 1, 10), (3, 8, 56, 3, 2, 11)])
+def test_weight_gradient_summed_over_row_blocks(backend_name, n, c, o, k, s, h):
+    """Narrow weight-gradient GEMMs are summed over row blocks on NumPy (64 rows for
+    K*O = 4096): the sum over all N*Ho*Wo positions must still be exact."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((n, c, h, h))
+    w = tensor(rng.standard_normal((o, c, k, k)), True)
+    y = conv2d(tensor(x), w, stride=s, padding=1)
+    gy = rng.standard_normal(y.shape)
+    y.backward(tensor(gy))
+    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ho = y.shape[2]
+    expected = np.zeros((o, c, k, k))
+    for i in range(k):
+        for j in range(k):
+            win = xpad[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (ho - 1) + 1:s]
+            expected[:, :, i, j] = np.einsum("nopq,ncpq->oc", gy, win)
+    np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
 # ----------------------------------------------------------------------------- conv_transpose2d
 def test_conv_transpose2d_forward_matches_scatter_reference(backend_name):
     @given(conv_transpose_cases())
