@@ -32,3 +32,5 @@ bool = _DTYPES["bool"]
 __version__ = "0.1.0"
 
 from . import functional, nn, optim  # noqa: E402,F401  (they import the core above)
+from .serialization import load, save  # noqa: E402,F401
+from . import data  # noqa: E402,F401
