@@ -139,13 +139,11 @@ class AutoencoderExperiment(Experiment):
         return {"loss": loss.item()}
 
     def evaluate(self, epoch):
-        self.model.eval()
         total, n = 0.0, 0
         with mg.no_grad():
             for x, _ in self.run.loader("test", batch_size=500, shuffle=False):
                 total += reconstruction_error(self.model(x), x, self.args.loss).sum().item()
                 n += x.shape[0]
-        self.model.train()
         return {"test_loss": total / n}
 
     def figures(self, epoch, history, final):
@@ -153,7 +151,6 @@ class AutoencoderExperiment(Experiment):
             return
         test_x, test_y = self.run.data.test_x, self.run.data.test_y
         with mg.no_grad():
-            self.model.eval()
             x = self.run.tensor(test_x[:16])
             recon = self.model(x).sigmoid().numpy()
             draw_rows(self.run, f"{self.name}_reconstructions.png",
@@ -167,7 +164,6 @@ class AutoencoderExperiment(Experiment):
                 draw_manifold(self.run, f"{self.name}_manifold.png", codes, test_y,
                               lambda h: self.model.decoder(h).sigmoid(),
                               grid=code_grid_from(codes), title=f"{self.name}: 2-D codes")
-            self.model.train()
 
 
 def encode_all(run, encode, batch_size=500):

@@ -120,10 +120,7 @@ class CVAE(Experiment):
         return {"loss": elbo.loss.item(), "recon": elbo.recon.item(), "kl": elbo.kl.item()}
 
     def evaluate(self, epoch):
-        self.model.eval()
-        metrics = evaluate_elbo(self.run, self.model)
-        self.model.train()
-        return metrics
+        return evaluate_elbo(self.run, self.model)
 
     def prior_samples(self, per_class, seed):
         """``per_class`` samples of each class from h ~ N(0, I), the same h in every
@@ -137,7 +134,6 @@ class CVAE(Experiment):
         return x, self.run.tensor(labels)
 
     def final(self):
-        self.model.eval()
         out = {}
         if self.args.fidelity_samples:
             from models.classifier import load_pretrained_classifier
@@ -160,39 +156,33 @@ class CVAE(Experiment):
             out["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(
                 self.run, self.model.encode, self.model.decode, self.args.iw_samples)
             out["iw_samples"] = self.args.iw_samples
-        self.model.train()
         return out
 
     def figures(self, epoch, history, final):
-        self.model.eval()
-        k = self.model.n_classes
-        names = [str(c) for c in self.run.data.class_names] if \
-            getattr(self.run.data, "class_names", None) else [str(c) for c in range(k)]
-        x, _ = self.prior_samples(12, self.args.seed)
-        x = x.numpy()
-        draw_rows(self.run, "cvae_samples.png", [x[c * 12:(c + 1) * 12] for c in range(k)], names,
-                  "cvae: one row per class; each column shares one h ~ N(0, I)")
-        if final:
-            test_x, test_y = self.run.data.test_x, self.run.data.test_y
-            with mg.no_grad():
-                moved = style_transfer(self.model, self.run.tensor(test_x[:8]),
-                                       self.run.tensor(test_y[:8])).numpy()
-                recon = self.model.decode(self.model.encode(
-                    self.run.tensor(test_x[:16]), self.run.tensor(test_y[:16]))[0],
-                    self.run.tensor(test_y[:16])).sigmoid().numpy()
-            draw_rows(self.run, "cvae_style_transfer.png",
-                      [np.concatenate([test_x[i:i + 1], moved[i]]) for i in range(8)],
-                      title="cvae style transfer: encode the test digit (left) with its label, "
-                            "decode with every label",
-                      col_labels=["input"] + names)
-            draw_rows(self.run, "cvae_reconstructions.png", [test_x[:16], recon],
-                      ["input", "output"], "cvae: test digits (top) and decoded mu(x, y) (bottom)")
-            draw_loss_curves(self.run, "cvae_loss.png", history, [
-                ([("loss", "train -ELBO"), ("test_loss", "test -ELBO")], "nats per image"),
-                ([("test_recon", "test recon"), ("test_kl", "test KL")], "nats per image")],
-                title=f"cvae ({self.args.latent_dim}-D code): loss curves")
-        self.model.train()
-
+        if not final:  # only at the end: figures cost about as much as an epoch here
+            return
+        run, k = self.run, self.model.n_classes
+        names = [str(c) for c in (run.data.class_names or range(k))]
+        test_x, test_y = run.data.test_x, run.data.test_y
+        with mg.no_grad():
+            samples = self.prior_samples(12, self.args.seed)[0].numpy()
+            moved = style_transfer(self.model, run.tensor(test_x[:8]),
+                                   run.tensor(test_y[:8])).numpy()
+            y16 = run.tensor(test_y[:16])
+            mu = self.model.encode(run.tensor(test_x[:16]), y16)[0]
+            recon = self.model.decode(mu, y16).sigmoid().numpy()
+        draw_rows(run, "cvae_samples.png", [samples[c * 12:(c + 1) * 12] for c in range(k)],
+                  names, "cvae: one row per class; each column shares one h ~ N(0, I)")
+        draw_rows(run, "cvae_style_transfer.png",
+                  [np.concatenate([test_x[i:i + 1], moved[i]]) for i in range(len(moved))],
+                  title="cvae style transfer: encode the test digit (left) with its label, "
+                        "decode with every label", col_labels=["input"] + names)
+        draw_rows(run, "cvae_reconstructions.png", [test_x[:16], recon], ["input", "output"],
+                  "cvae: test digits (top) and decoded mu(x, y) (bottom)")
+        draw_loss_curves(run, "cvae_loss.png", history, [
+            ([("loss", "train -ELBO"), ("test_loss", "test -ELBO")], "nats per image"),
+            ([("test_recon", "test recon"), ("test_kl", "test KL")], "nats per image")],
+            title=f"cvae ({self.args.latent_dim}-D code): loss curves")
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(CVAE))

@@ -123,6 +123,8 @@ def interpolation_pairs(labels, n_pairs=4):
 def draw_vae_figures(exp, history, final, decode_mean, encode_mean, prefix, extra_title=""):
     """Reconstructions, prior samples, interpolation strips, the manifold (2-D codes)
     and the loss curves. ``decode_mean(h) -> pixel probabilities``, ``encode_mean(x) -> mu``."""
+    if not final:  # only at the end: figures cost about as much as an epoch here
+        return
     run, args = exp.run, exp.args
     test_x, test_y = run.data.test_x, run.data.test_y
     d = args.latent_dim
@@ -130,8 +132,6 @@ def draw_vae_figures(exp, history, final, decode_mean, encode_mean, prefix, extr
     samples = decode_mean(run.tensor(noise)).numpy()
     draw_rows(run, f"{prefix}_samples.png", [samples[i * 12:(i + 1) * 12] for i in range(6)],
               title=f"{prefix}: samples from the prior, h ~ N(0, I){extra_title}")
-    if not final:
-        return
     x = run.tensor(test_x[:16])
     draw_rows(run, f"{prefix}_reconstructions.png",
               [test_x[:16], decode_mean(encode_mean(x)).numpy()], ["input", "output"],
@@ -195,29 +195,22 @@ class VAE(Experiment):
         return {"loss": elbo.loss.item(), "recon": elbo.recon.item(), "kl": elbo.kl.item()}
 
     def evaluate(self, epoch):
-        self.model.eval()
-        metrics = evaluate_elbo(self.run, lambda x, y: self.model(x))
-        self.model.train()
-        return metrics
+        return evaluate_elbo(self.run, lambda x, y: self.model(x))
 
     def final(self):
         if not self.args.iw_samples:
             return {}
-        self.model.eval()
         k = self.args.iw_samples
         ll = evaluate_iw_log_likelihood(self.run, lambda x, y: self.model.encode(x),
-                                    lambda h, y: self.model.decode(h), k)
-        self.model.train()
+                                        lambda h, y: self.model.decode(h), k)
         self.run.print(f"test log p(x) >= {ll:.2f} nats/image (importance-weighted, K={k})")
         return {"test_iw_log_likelihood": ll, "iw_samples": k}
 
     def figures(self, epoch, history, final):
-        self.model.eval()
         with mg.no_grad():
             draw_vae_figures(self, history, final,
                              decode_mean=lambda h: self.model.decode(h).sigmoid(),
                              encode_mean=lambda x: self.model.encode(x)[0], prefix=self.name)
-        self.model.train()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,182 @@
+"""The autoencoder family (models/autoencoder.py, vae.py, cvae.py): short training
+runs through the shared CLI that must lower their loss, write every figure,
+metrics.jsonl and a checkpoint, and resume from it; argument errors; the CVAE's
+style-transfer shape and its label conditioning judged by a classifier."""
+import json
+
+import numpy as np  # host-side: test data and metrics on the host
+import pytest
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import nn, optim
+from minigrad.data import load_dataset
+from models.autoencoder import Autoencoder, AutoencoderExperiment
+from models.cli import run_cli
+from models.cvae import CVAE, CVAEModel, label_fidelity, style_transfer
+from models.losses import vae_loss
+from models.vae import VAE, VAEModel
+
+FIGURES = {
+    AutoencoderExperiment: ["autoencoder_reconstructions.png", "autoencoder_loss.png",
+                            "autoencoder_manifold.png"],
+    VAE: ["vae_samples.png", "vae_reconstructions.png", "vae_interpolation.png",
+          "vae_manifold.png", "vae_loss.png"],
+    CVAE: ["cvae_samples.png", "cvae_style_transfer.png", "cvae_reconstructions.png",
+           "cvae_loss.png"],
+}
+# tiny, quick settings: 320 training images, 2 epochs of 10 steps, small widths
+COMMON = ["--limit", "320", "--batch-size", "32", "--lr", "3e-3", "--quiet"]
+RUNS = {
+    "autoencoder-mlp": (AutoencoderExperiment, ["--hidden", "32", "--latent-dim", "2"]),
+    "vae-mlp": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples", "4"]),
+    "vae-conv": (VAE, ["--arch", "conv", "--hidden", "4", "--latent-dim", "3",
+                       "--iw-samples", "2"]),
+    "cvae": (CVAE, ["--hidden", "32", "--fidelity-samples", "0", "--iw-samples", "2"]),
+}
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_short_run_learns_writes_figures_and_resumes(name, tmp_path):
+    cls, flags = RUNS[name]
+    figures = [f for f in FIGURES[cls] if "manifold" not in f or "--latent-dim" in flags
+               and flags[flags.index("--latent-dim") + 1] == "2"]
+    out = tmp_path / name
+    assert run_cli(cls, COMMON + flags + ["--epochs", "2", "--out", str(out)]) == 0
+    records = _records(out)
+    epochs = [r for r in records if not r.get("final")]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    first, last = epochs[0], epochs[-1]
+    # a clear margin: the test loss falls by >= 10% within two short epochs
+    assert last["test_loss"] < 0.9 * first["test_loss"], (first, last)
+    assert last["loss"] < first["loss"]
+    if cls is not AutoencoderExperiment:
+        # the -ELBO is split into its two terms
+        assert last["test_loss"] == pytest.approx(last["test_recon"] + last["test_kl"])
+        assert last["test_kl"] > 0
+    final = [r for r in records if r.get("final")]
+    assert len(final) == 1
+    if "--iw-samples" in flags:
+        # the IW estimate is a bound on log p(x), typically tighter than the ELBO
+        iw = final[0]["test_iw_log_likelihood"]
+        assert np.isfinite(iw) and -iw < 1.05 * last["test_loss"]
+    for f in figures:
+        assert (out / f).stat().st_size > 1000, f
+    ckpt = out / "checkpoint.npz"
+    assert ckpt.exists()
+    # resume for one more epoch: continues at epoch 3 from the saved state
+    assert run_cli(cls, COMMON + flags + ["--epochs", "3", "--out", str(out),
+                                          "--resume", str(ckpt)]) == 0
+    epochs = [r for r in _records(out) if not r.get("final")]
+    assert [r["epoch"] for r in epochs][-1] == 3
+    assert epochs[-1]["test_loss"] < first["test_loss"]
+
+
+def test_vae_runs_on_the_strict_backend(tmp_path):
+    out = tmp_path / "strict"
+    assert run_cli(VAE, ["--backend", "strict", "--limit", "128", "--epochs", "1",
+                         "--batch-size", "64", "--hidden", "16", "--latent-dim", "2",
+                         "--iw-samples", "2", "--quiet", "--out", str(out)]) == 0
+    assert (out / "checkpoint.npz").exists()
+    assert _records(out)[0]["test_loss"] > 0
+    for f in FIGURES[VAE]:
+        assert (out / f).exists(), f
+
+
+@pytest.mark.parametrize("cls, argv", [
+    (VAE, ["--latent-dim", "0"]),
+    (VAE, ["--beta", "-1"]),
+    (VAE, ["--iw-samples", "-5"]),
+    (VAE, ["--arch", "transformer"]),
+    (AutoencoderExperiment, ["--hidden", "0"]),
+    (AutoencoderExperiment, ["--loss", "l7"]),
+    (CVAE, ["--latent-dim", "-2"]),
+    (CVAE, ["--fidelity-samples", "-1"]),
+])
+def test_bad_arguments_exit_2_with_one_line(cls, argv, tmp_path, capsys):
+    try:
+        code = run_cli(cls, argv + ["--limit", "64", "--quiet", "--out", str(tmp_path)])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 or (len(err) == 2 and err[0].startswith("usage:")), err
+    assert "Traceback" not in "\n".join(err)
+
+
+# ----------------------------------------------------------------------------- model pieces
+def test_model_shapes(backend_name):
+    x = mg.rand(3, 1, 28, 28)
+    logits, mu, logvar = VAEModel("mlp", 5, 16)(x)
+    assert logits.shape == (3, 1, 28, 28) and mu.shape == logvar.shape == (3, 5)
+    logits, mu, logvar = VAEModel("conv", 4, 4)(x)
+    assert logits.shape == (3, 1, 28, 28) and mu.shape == (3, 4)
+    assert Autoencoder("conv", 2, 4)(x).shape == (3, 1, 28, 28)
+    y = mg.from_numpy(np.array([0, 9, 3]))
+    logits, mu, logvar = CVAEModel(2, 16)(x, y)
+    assert logits.shape == (3, 1, 28, 28) and mu.shape == (3, 2)
+
+
+def test_style_transfer_shape_and_labels(backend_name):
+    """Row i of the style transfer is digit i's code decoded with labels 0..9, so the
+    decoder must see label c in column c: check against decoding one label at a time."""
+    model = CVAEModel(2, 16).eval()
+    x = mg.rand(4, 1, 28, 28)
+    y = mg.from_numpy(np.array([1, 7, 7, 0]))
+    with mg.no_grad():
+        out = style_transfer(model, x, y)
+        assert out.shape == (4, 10, 1, 28, 28)
+        mu = model.encode(x, y)[0]
+        for c in (0, 3, 9):
+            want = model.decode(mu, mg.from_numpy(np.full(4, c))).sigmoid().numpy()
+            assert np.allclose(out.numpy()[:, c], want, atol=1e-6)
+    assert out.numpy().min() >= 0 and out.numpy().max() <= 1
+
+
+def test_cvae_decodes_the_requested_label(backend_name):
+    """After a short training on digits 0, 1 and 2, a classifier (trained here for a
+    few steps) assigns most CVAE samples decoded with label y to class y: far above
+    the 1/3 of chance."""
+    data = load_dataset("mnist-10k")
+    k, n = 3, 900
+    keep = data.train_y < k
+    x_all, y_all = data.train_x[keep][:n], data.train_y[keep][:n]
+    rng = np.random.default_rng(0)
+
+    def batches(epochs, size=50):
+        for _ in range(epochs):
+            perm = rng.permutation(n)
+            for i in range(0, n, size):
+                j = perm[i:i + size]
+                yield mg.from_numpy(np.ascontiguousarray(x_all[j])), mg.from_numpy(y_all[j])
+
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, k))
+    opt = optim.Adam(clf.parameters(), lr=1e-2)
+    for x, y in batches(2):
+        loss = F.cross_entropy(clf(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = data.test_y < k
+    tx, ty = mg.from_numpy(data.test_x[test][:300]), mg.from_numpy(data.test_y[test][:300])
+    with mg.no_grad():
+        assert label_fidelity(clf, tx, ty) > 0.9        # the judge itself is good
+
+    model = CVAEModel(latent_dim=2, hidden=64, n_classes=k)
+    opt = optim.Adam(model.parameters(), lr=5e-3)
+    for x, y in batches(8):
+        logits, mu, logvar = model(x, y)
+        loss = vae_loss(logits, x, mu, logvar).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with mg.no_grad():
+        h = mg.from_numpy(rng.standard_normal((300, 2)).astype(np.float32))
+        labels = mg.from_numpy(np.repeat(np.arange(k), 100))
+        fidelity = label_fidelity(clf, model.decode(h, labels).sigmoid(), labels)
+    assert fidelity > 0.6, fidelity
