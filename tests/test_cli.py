@@ -1,0 +1,141 @@
+"""The shared model CLI (models/cli.py): outputs, exact resume, Ctrl-C, usage errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import nn, optim
+from models.cli import Experiment, run_cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Tiny(Experiment):
+    """A logistic regression on downsampled digits, with dropout so the backend RNG
+    matters (resume must restore it)."""
+
+    name = "tiny"
+    defaults = dict(epochs=2, batch_size=32, lr=0.05)
+    interrupt_at = None
+
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("--hidden", type=int, default=16)
+
+    def __init__(self, args, run):
+        super().__init__(args, run)
+        if args.hidden < 1:
+            raise ValueError(f"--hidden must be positive, got {args.hidden}")
+        self.model = nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(49, args.hidden),
+                                   nn.ReLU(), nn.Dropout(0.2), nn.Linear(args.hidden, 10))
+        self.opt = optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9)
+        self.steps = 0
+
+    def train_step(self, x, y):
+        self.steps += 1
+        if Tiny.interrupt_at is not None and self.steps == Tiny.interrupt_at:
+            raise KeyboardInterrupt
+        loss = F.cross_entropy(self.model(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item()}
+
+    def evaluate(self, epoch):
+        x = self.run.tensor(self.run.data.test_x)
+        y = self.run.tensor(self.run.data.test_y)
+        return {"test_loss": F.cross_entropy(self.model(x), y).item()}
+
+    def final(self):
+        return {"done": 1}
+
+    def figures(self, epoch, history, final):
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot([h["epoch"] for h in history if not h.get("final")],
+                [h["loss"] for h in history if not h.get("final")])
+        mg.randn(3)   # figures may draw noise: it must not change training
+        self.run.savefig(fig, "tiny_loss.png")
+
+
+def _run(tmp_path, *extra, out="run"):
+    return run_cli(Tiny, ["--limit", "256", "--quiet", "--out", str(tmp_path / out), *extra])
+
+
+def _lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_a_run_writes_metrics_checkpoint_and_figures(tmp_path, backend_name):
+    assert _run(tmp_path, "--backend", backend_name) == 0
+    out = tmp_path / "run"
+    lines = _lines(out / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [1, 2, 2] and lines[-1]["final"] and lines[-1]["done"] == 1
+    for key in ("loss", "test_loss", "time_s", "examples_per_s"):
+        assert key in lines[0]
+    assert lines[1]["loss"] < lines[0]["loss"]
+    assert (out / "checkpoint.npz").is_file() and (out / "tiny_loss.png").stat().st_size > 1000
+    ckpt = mg.load(out / "checkpoint.npz")
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "tiny" and set(ckpt["state"]) == {"model", "opt"}
+
+
+def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(tmp_path):
+    assert _run(tmp_path, "--epochs", "3", out="straight") == 0
+    assert _run(tmp_path, "--epochs", "1", out="split") == 0
+    ckpt = str(tmp_path / "split" / "checkpoint.npz")
+    assert _run(tmp_path, "--epochs", "3", "--resume", ckpt, out="split") == 0
+    straight = [r for r in _lines(tmp_path / "straight" / "metrics.jsonl") if not r.get("final")]
+    split = [r for r in _lines(tmp_path / "split" / "metrics.jsonl") if not r.get("final")]
+    assert [r["epoch"] for r in split] == [1, 2, 3]
+    for a, b in zip(straight, split):
+        assert a["loss"] == b["loss"] and a["test_loss"] == b["test_loss"]
+
+
+def test_ctrl_c_keeps_the_last_completed_epoch(tmp_path, capsys):
+    Tiny.interrupt_at = 12          # 256 examples / 32 = 8 steps per epoch: in epoch 2
+    try:
+        assert _run(tmp_path, "--epochs", "3") == 130
+    finally:
+        Tiny.interrupt_at = None
+    assert "holds the state after epoch 1" in capsys.readouterr().err
+    assert mg.load(tmp_path / "run" / "checkpoint.npz")["epoch"] == 1
+    assert _run(tmp_path, "--epochs", "2", "--resume", str(tmp_path / "run" / "checkpoint.npz")) == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "-1"], "--epochs must be >= 0"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--lr", "abc"], "--lr must be a number"),
+    (["--dataset", "cifar"], "invalid choice"),
+    (["--backend", "cupy"], "pip install"),
+    (["--data-dir", "/no/such/dir"], "not a readable directory"),
+    (["--resume", "/no/such/checkpoint.npz"], "no checkpoint"),
+    (["--hidden", "0"], "--hidden must be positive"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
+    if args[:2] == ["--backend", "cupy"] and "cupy" in mg.available_backends():
+        pytest.skip("a GPU is present: the cupy backend works here")
+    assert _run(tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("python -m models.tiny: error:")
+
+
+def test_resume_of_another_model_is_refused(tmp_path, capsys):
+    mg.save({"model": "vae", "epoch": 1}, tmp_path / "vae.npz")
+    assert _run(tmp_path, "--resume", str(tmp_path / "vae.npz")) == 2
+    assert "checkpoint of 'vae'" in capsys.readouterr().err
+
+
+def test_command_line_exit_status_and_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "models.classifier", "--epochs", "-3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    h = subprocess.run([sys.executable, "-m", "models.classifier", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert h.returncode == 0 and "--resume" in h.stdout and "strict" not in h.stdout
