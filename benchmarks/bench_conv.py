@@ -2,6 +2,10 @@
 
     python -m benchmarks.bench_conv                 # numpy, best of 7, PyTorch CPU beside it
     python -m benchmarks.bench_conv --backend cupy  # on a GPU (PyTorch CUDA beside it if present)
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.bench_conv   # both engines on one thread
+
+The thread count is OPENBLAS_NUM_THREADS / OMP_NUM_THREADS if set, else the CPUs this
+process may use; PyTorch gets the same through torch.set_num_threads.
 
 Prints one table: minigrad ms, PyTorch ms at the same thread count (alternating the two
 engines, best of N each), their ratio, and minigrad's fraction of this machine's float32
