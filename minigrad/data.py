@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import pathlib
 import struct
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np  # host-side: datasets, IDX files and batch gathering are host arrays
@@ -133,7 +135,7 @@ def read_idx(path):
             raw = f.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: corrupt deflate data
         raise DataError(f"{path}: cannot read ({e})") from None
     if len(raw) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
@@ -146,7 +148,7 @@ def read_idx(path):
         raise DataError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # exact: np.prod wraps around at 2**64
     if len(raw) - header != expected:
         raise DataError(f"{path}: {len(raw) - header} data bytes for dimensions {dims} "
                         f"(expected {expected}): the file is truncated or corrupt")

@@ -50,6 +50,19 @@ def test_idx_truncated_and_corrupt(tmp_path):
         read_idx(tmp_path / "missing.idx")
 
 
+def test_idx_corrupt_deflate_stream_and_overflowing_dims(tmp_path):
+    raw = _write_idx(tmp_path / "good.idx", np.zeros((5, 28, 28), np.uint8))
+    gz = bytearray(gzip.compress(raw, mtime=0))
+    gz[10] ^= 0x5A              # first byte of the deflate data: "invalid block type"
+    (tmp_path / "flip.gz").write_bytes(bytes(gz))
+    with pytest.raises(DataError, match="cannot read"):
+        read_idx(tmp_path / "flip.gz")
+    # 4 dims of 65536: 2**64 elements, which np.prod wraps to 0 (= the 0 data bytes here)
+    (tmp_path / "huge.idx").write_bytes(struct.pack(">HBB4I", 0, 0x08, 4, *[65536] * 4))
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_idx(tmp_path / "huge.idx")
+
+
 def test_mnist_10k_ships_with_its_split():
     d = load_dataset("mnist-10k")
     assert d.train_x.shape == (8000, 1, 28, 28) and d.test_x.shape == (2000, 1, 28, 28)
