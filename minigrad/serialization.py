@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import zipfile
+import zlib
 
 import numpy as np  # host-side: checkpoint files hold host arrays
 
@@ -91,7 +93,9 @@ def save(obj, path):
     arrays[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}.npz")
+    # O_EXCL: never another writer's file; mode 0666 minus the umask, like open()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
@@ -118,11 +122,17 @@ def load(path, backend=None):
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
+    # a truncated or damaged zip raises BadZipFile / zlib.error, not OSError
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"mg.load: {path} is not a readable minigrad checkpoint ({e})") from None
     if _MANIFEST not in arrays:
         raise ValueError(f"mg.load: {path} has no manifest; it was not written by mg.save")
-    manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
+    try:
+        manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"mg.load: {path} has a corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        manifest = {"format": None}
     if manifest.get("format") != FORMAT:
         raise ValueError(f"mg.load: {path} has format {manifest.get('format')!r}, "
                          f"expected {FORMAT!r}")

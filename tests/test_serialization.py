@@ -52,6 +52,29 @@ def test_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary file left
 
 
+def test_truncated_or_damaged_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.npz"
+    mg.save({"epoch": 1, "w": mg.randn(64, 64)}, path)
+    whole = path.read_bytes()
+    (tmp_path / "half.npz").write_bytes(whole[:len(whole) // 2])     # a zip without its index
+    with pytest.raises(ValueError, match="not a readable"):
+        mg.load(tmp_path / "half.npz")
+    damaged = bytearray(whole)
+    damaged[len(whole) // 3] ^= 0xFF                                # inside the array data: CRC
+    (tmp_path / "flip.npz").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="not a readable"):
+        mg.load(tmp_path / "flip.npz")
+
+
+def test_saved_file_gets_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        mg.save({"epoch": 1}, tmp_path / "c.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o644
+
+
 def test_saved_on_strict_loads_on_numpy_with_same_outputs(tmp_path):
     with mg.backend("strict"):
         mg.manual_seed(0)
