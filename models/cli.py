@@ -291,6 +291,9 @@ def _run(exp_cls, args):
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in history)
     epoch = completed = start - 1
+    # the file that holds epoch `completed`: none yet in a fresh run (a checkpoint.npz
+    # already in --out may be an older run's)
+    holder = args.resume
     try:
         for epoch in range(start, args.epochs + 1):
             record = _train_epoch(exp, run, loader, epoch)
@@ -302,7 +305,7 @@ def _run(exp_cls, args):
             history.append(record)
             _append(metrics_path, record)
             _save(exp, run, loader, epoch, history, ckpt_path)
-            completed = epoch
+            completed, holder = epoch, ckpt_path
             _figures(exp, run, epoch, history, False)
             for m in exp._modules():
                 m.train()
@@ -319,8 +322,12 @@ def _run(exp_cls, args):
         run.print(f"wrote {metrics_path}, {ckpt_path} and figures in {run.out}/")
     except KeyboardInterrupt:
         # the checkpoint of the last COMPLETED epoch is already on disk; keep it
-        print(f"\ninterrupted: {ckpt_path} holds the state after epoch {completed}; "
-              f"continue with --resume {ckpt_path}", file=sys.stderr)
+        if holder is None:
+            print(f"\ninterrupted in epoch {epoch}, before any epoch finished: "
+                  "no checkpoint was written", file=sys.stderr)
+        else:
+            print(f"\ninterrupted: {holder} holds the state after epoch {completed}; "
+                  f"continue with --resume {holder}", file=sys.stderr)
         return 130
     return 0
 

@@ -106,6 +106,18 @@ def test_ctrl_c_keeps_the_last_completed_epoch(tmp_path, capsys):
     assert _run(tmp_path, "--epochs", "2", "--resume", str(tmp_path / "run" / "checkpoint.npz")) == 0
 
 
+def test_ctrl_c_in_the_first_epoch_names_no_stale_checkpoint(tmp_path, capsys):
+    # an older run's checkpoint in --out must not be offered as this run's state
+    assert _run(tmp_path, "--epochs", "1") == 0
+    Tiny.interrupt_at = 3
+    try:
+        assert _run(tmp_path, "--epochs", "2") == 130
+    finally:
+        Tiny.interrupt_at = None
+    err = capsys.readouterr().err
+    assert "no checkpoint was written" in err and "--resume" not in err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "-1"], "--epochs must be >= 0"),
     (["--batch-size", "0"], "--batch-size must be positive"),
