@@ -305,3 +305,226 @@ def test_batch_triplet_loss_matches_mined_formula_and_gradcheck(backend_name):
         L.batch_triplet_loss(et, _labels(y), mining="easy")
     with pytest.raises(ValueError, match="no anchor"):
         L.batch_triplet_loss(_t(e[:3]), _labels([0, 1, 2]))
+
+
+# ----------------------------------------------------------------------------- the model
+from models import siamese as S  # noqa: E402
+
+
+def _images(rng, n):
+    return _t(rng.uniform(size=(n, 1, 28, 28)))
+
+
+def _grads(net):
+    return [p.grad.numpy().copy() for p in net.parameters()]
+
+
+def test_weight_sharing_both_branches_accumulate_into_one_parameter_set(backend_name):
+    rng = np.random.default_rng(10)
+    net = S.SiameseNet(embedding_dim=3, width=2, hidden=8).double()
+    assert [id(p) for p in net.parameters()] == [id(p) for p in net.encoder.parameters()]
+    x1, x2 = _images(rng, 4), _images(rng, 4)
+    y = _labels([1, 0, 1, 0])
+
+    def grads_of(make_loss):
+        net.zero_grad()
+        make_loss().backward()
+        return _grads(net)
+
+    both = grads_of(lambda: L.contrastive_loss(*net(x1, x2), y, margin=5.0))
+    # each branch alone (the other held constant)
+    first = grads_of(lambda: L.contrastive_loss(net(x1), net(x2).detach(), y, margin=5.0))
+    second = grads_of(lambda: L.contrastive_loss(net(x1).detach(), net(x2), y, margin=5.0))
+    for g, g1, g2 in zip(both, first, second):
+        assert np.allclose(g, g1 + g2, rtol=1e-10, atol=1e-12)
+    # both branches really contribute, and differently
+    assert all(np.abs(g1).max() > 0 and np.abs(g2).max() > 0 for g1, g2 in zip(first, second))
+    assert not np.allclose(first[0], second[0])
+    # the training path (embed the batch once, index the pairs) is the same computation
+    batched = grads_of(lambda: L.contrastive_loss(
+        *(lambda e: (e[:4], e[4:]))(net(mg.cat([x1, x2]))), y, margin=5.0))
+    for g, gb in zip(both, batched):
+        assert np.allclose(g, gb, rtol=1e-10, atol=1e-12)
+    # three branches (triplet) share the same parameters too
+    a, p, n = net(x1, x2, _images(rng, 4))
+    assert a.shape == p.shape == n.shape == (4, 3)
+
+
+def test_balanced_pairs_in_a_batch(backend_name):
+    y = np.array([0, 0, 1, 1, 1, 2, 3, 3, 0, 2])
+    mg.manual_seed(3)
+    first, second, same = S.balanced_pairs(_labels(y))
+    f, s, sm = first.numpy(), second.numpy(), same.numpy()
+    assert len(f) == 2 * len(y) and sm.sum() == len(y) == (sm == 0).sum()
+    assert np.all((y[f] == y[s]) == (sm == 1)) and np.all(f != s)
+    mg.manual_seed(3)
+    again = S.balanced_pairs(_labels(y))
+    assert np.array_equal(again[1].numpy(), s)
+    # a class with one member has no positive partner: it is left out, balance kept
+    y2 = np.array([0, 0, 1, 2, 2, 2])
+    f2, s2, sm2 = (t.numpy() for t in S.balanced_pairs(_labels(y2)))
+    assert 2 not in f2.tolist() and sm2.sum() == (sm2 == 0).sum() == 5
+
+
+def test_fixed_test_pairs_and_triplets_are_balanced_valid_and_fixed():
+    y = np.random.default_rng(11).integers(0, 10, size=500)
+    y[7] = 10                                            # a class of one
+    first, second, same = S.fixed_pairs(y, 300)
+    assert same.sum() == 300 and len(same) == 600
+    assert np.all((y[first] == y[second]) == (same == 1)) and np.all(first != second)
+    assert np.array_equal(S.fixed_pairs(y, 300)[1], second)
+    a, p, n = S.fixed_triplets(y, 400)
+    assert np.all(y[a] == y[p]) and np.all(a != p) and np.all(y[a] != y[n])
+    assert np.array_equal(S.fixed_triplets(y, 400)[2], n)
+
+
+def test_roc_auc_and_best_threshold_match_brute_force():
+    rng = np.random.default_rng(12)
+    same = rng.integers(0, 2, size=200)
+    dist = np.round(rng.normal(size=200) + 1.5 * (1 - same), 1)      # rounded: ties
+    pos, neg = -dist[same == 1], -dist[same == 0]
+    want_auc = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert np.isclose(S.roc_auc(-dist, same), want_auc, rtol=1e-12)
+    cands = np.r_[dist.min() - 1, np.unique(dist)]
+    want_acc = max(np.mean((dist <= t) == (same == 1)) for t in cands)
+    acc, t = S.best_threshold_accuracy(dist, same)
+    assert np.isclose(acc, want_acc) and np.isclose(np.mean((dist <= t) == (same == 1)), acc)
+    assert S.roc_auc([0.0, 1.0], [0, 1]) == 1.0 and S.roc_auc([1.0, 0.0], [0, 1]) == 0.0
+
+
+def test_knn_matches_brute_force(backend_name):
+    rng = np.random.default_rng(13)
+    train, query = rng.normal(size=(60, 3)), rng.normal(size=(25, 3))
+    train_y = rng.integers(0, 4, size=60)
+    d = ((query[:, None] - train[None]) ** 2).sum(-1)
+    for k in (1, 5):
+        want = []
+        for row in d:
+            nn_lab = train_y[np.argsort(row)[:k]]
+            votes = np.bincount(nn_lab, minlength=4) + 0.5 * (np.arange(4) == nn_lab[0])
+            want.append(np.argmax(votes))
+        got = S.knn_predict(_t(train), _labels(train_y), _t(query), k=k, n_classes=4, chunk=7)
+        assert np.array_equal(got.numpy(), want)
+    acc = S.knn_accuracy(_t(train), _labels(train_y), _t(train), _labels(train_y), 1, 4)
+    assert acc == 1.0                                    # every point is its own neighbour
+
+
+def test_pca_projection_matches_numpy_svd(backend_name):
+    rng = np.random.default_rng(14)
+    e = rng.normal(size=(50, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])
+    got = S.pca_2d(_t(e))
+    c = e - e.mean(0)
+    want = c @ np.linalg.svd(c, full_matrices=False)[2][:2].T
+    assert got.shape == (50, 2)
+    assert np.allclose(np.abs(got), np.abs(want), atol=1e-9)           # up to sign per axis
+    assert np.allclose(S.pca_2d(_t(e[:, :2])), e[:, :2])
+
+
+# ----------------------------------------------------------------------------- training and the CLI
+import json  # noqa: E402
+
+from minigrad import optim  # noqa: E402
+from minigrad.data import load_dataset  # noqa: E402
+from models.cli import run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """600 training and 300 held-out digits of the bundled sample (host arrays)."""
+    d = load_dataset("mnist-10k")
+    return d.train_x[:600], d.train_y[:600], d.test_x[:300], d.test_y[:300]
+
+
+def _knn1(net, train_x, train_y, test_x, test_y):
+    with mg.no_grad():
+        net.eval()
+        tr, te = net(mg.from_numpy(train_x)), net(mg.from_numpy(test_x))
+        net.train()
+    return S.knn_accuracy(tr, _labels(train_y), te, _labels(test_y), k=1)
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet"])
+def test_short_training_improves_held_out_1nn_over_the_untrained_encoder(backend_name, digits,
+                                                                         loss):
+    train_x, train_y, test_x, test_y = digits
+    mg.manual_seed(0)
+    net = S.SiameseNet(embedding_dim=8, width=4, hidden=32)
+    opt = optim.Adam(net.parameters(), lr=3e-3)
+    before = _knn1(net, *digits)
+    rng = np.random.default_rng(0)
+    for epoch in range(3):
+        order = rng.permutation(len(train_x))
+        for s in range(0, len(order), 100):
+            b = order[s:s + 100]
+            x, y = mg.from_numpy(train_x[b]), _labels(train_y[b])
+            e = net(x)
+            if loss == "contrastive":
+                first, second, same = S.balanced_pairs(y)
+                value = L.contrastive_loss(e[first], e[second], same, margin=1.0)
+            else:
+                value, _ = L.batch_triplet_loss(e, y, alpha=1.0, mining="semihard")
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+    after = _knn1(net, *digits)
+    assert after > before + 0.12, (before, after)
+
+
+def _cli(tmp_path, *argv, backend="numpy"):
+    return run_cli(S.Siamese, ["--backend", backend, "--limit", "200", "--epochs", "1",
+                               "--batch-size", "50", "--width", "2", "--hidden", "8", "--quiet",
+                               "--out", str(tmp_path), *argv])
+
+
+def _records(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+FIGURES = ("embedding.png", "distances.png", "loss.png", "retrieval.png")
+
+
+def test_cli_writes_metrics_and_figures_and_resumes(tmp_path):
+    assert _cli(tmp_path) == 0
+    recs = _records(tmp_path)
+    assert [r.get("final", False) for r in recs] == [False, True]
+    final = recs[-1]
+    for key in ("roc_auc", "pair_acc", "knn1_acc", "knn5_acc", "raw_pixel_knn1_acc"):
+        assert 0.0 <= final[key] <= 1.0, key
+    assert "triplet_margin_frac" not in final and "loss" in recs[0] and "test_loss" in recs[0]
+    # the raw-pixel baseline on 200 training digits is far above chance
+    assert final["raw_pixel_knn1_acc"] > 0.6
+    for name in FIGURES:
+        assert (tmp_path / name).stat().st_size > 1000, name
+    ckpt = tmp_path / "checkpoint.npz"
+    assert _cli(tmp_path, "--resume", str(ckpt), "--epochs", "2") == 0
+    recs = _records(tmp_path)
+    assert [r["epoch"] for r in recs] == [1, 2, 2] and recs[0]["loss"] == recs[0]["loss"]
+    # resuming reproduces the uninterrupted run's second epoch
+    straight = tmp_path / "straight"
+    assert _cli(straight, "--epochs", "2") == 0
+    assert np.isclose(_records(straight)[1]["loss"], recs[1]["loss"], rtol=1e-6)
+
+
+def test_cli_triplet_on_the_strict_backend(tmp_path):
+    assert _cli(tmp_path, "--loss", "triplet", "--mining", "semihard", "--embedding-dim", "4",
+                backend="strict") == 0
+    final = _records(tmp_path)[-1]
+    assert 0.0 <= final["triplet_margin_frac"] <= final["triplet_order_frac"] <= 1.0
+    for name in FIGURES:
+        assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize("argv", [["--loss", "siamese"], ["--mining", "hardest"],
+                                  ["--embedding-dim", "0"], ["--margin", "0"],
+                                  ["--alpha", "-1"], ["--embedding-dim", "two"]])
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
+    assert _cli(tmp_path, *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err and "Traceback" not in err
+
+
+def test_cli_help_states_the_label_convention(capsys):
+    assert run_cli(S.Siamese, ["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Y=1 for a SAME-class pair" in out and "Hadsell" in out
+    assert "--mining {random,semihard,hard}" in out and "--embedding-dim" in out
