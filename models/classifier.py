@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import types
 
 import minigrad as mg
 import minigrad.functional as F
@@ -118,23 +119,37 @@ def weights_path(dataset, folder=None):
 _CACHE: dict = {}
 
 
-def load_pretrained_classifier(run, path=None, train_if_missing=True, epochs=3):
-    """An eval-mode ``ConvNet`` for the run's data set, on the run's backend.
+def load_pretrained_classifier(run_or_backend=None, path=None, train_if_missing=True, epochs=3,
+                               dataset=None):
+    """An eval-mode ``ConvNet`` for a data set, on a backend.
 
-    Loads ``path`` (default ``runs/classifier/classifier-<dataset>.npz``, or
-    ``$MINIGRAD_CLASSIFIER_DIR``); if it is missing, trains one on the FULL
-    training split of the data set (not the run's ``--limit``), saves it there
-    and returns it. Kept in memory for the rest of the process.
+    ``run_or_backend`` is a CLI run (its backend, ``--dataset`` and ``--data-dir``
+    are used) or a backend / backend name / None for the current one (then
+    ``dataset``, default ``mnist-10k``). Loads ``path`` (default
+    ``runs/classifier/classifier-<dataset>.npz``, or ``$MINIGRAD_CLASSIFIER_DIR``;
+    a classifier run's ``checkpoint.npz`` works too); if it is missing, trains one
+    on the FULL training split of the data set (not the run's ``--limit``), saves
+    it there and returns it. Kept in memory for the rest of the process.
     """
-    dataset = getattr(run.args, "dataset", "mnist-10k")
+    if hasattr(run_or_backend, "args") and hasattr(run_or_backend, "backend"):
+        run = run_or_backend
+    else:
+        run = types.SimpleNamespace(
+            args=types.SimpleNamespace(dataset=dataset or "mnist-10k", data_dir=None),
+            backend=mg.get_backend(run_or_backend), print=lambda *a, **k: None)
+    dataset = dataset or getattr(run.args, "dataset", "mnist-10k")
     path = pathlib.Path(path) if path else weights_path(dataset)
     key = (str(path), run.backend.name)
     if key in _CACHE:
         return _CACHE[key]
     if path.is_file():
         saved = mg.load(path, backend=run.backend)
-        model = ConvNet(run.data.n_classes, int(saved.get("width", 32)))
-        model.load_state_dict(saved["state"])
+        if saved.get("model") == "classifier":     # the CLI's checkpoint.npz
+            state, width = saved["state"]["model"], saved["args"].get("width", 32)
+        else:                                        # classifier-<dataset>.npz
+            state, width = saved["state"], saved.get("width", 32)
+        model = ConvNet(state["head.weight"].shape[0], int(width))
+        model.load_state_dict(state)
     elif train_if_missing:
         model = _train_quietly(run, dataset, epochs)
         mg.save({"dataset": dataset, "width": 32, "state": model.state_dict()}, path)

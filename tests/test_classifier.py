@@ -48,3 +48,24 @@ def test_pretrained_classifier_is_saved_and_reloaded(tmp_path, monkeypatch):
     assert (again(x) - model(x)).abs().max().item() == 0.0
     with pytest.raises(FileNotFoundError, match="python -m models.classifier"):
         load_pretrained_classifier(run, path=tmp_path / "none.npz", train_if_missing=False)
+
+
+def test_pretrained_classifier_from_a_backend_name_and_a_cli_checkpoint(tmp_path, monkeypatch,
+                                                                         backend_name):
+    """The contract's ``load_pretrained_classifier(run_or_backend, path)``: a backend name
+    and the CLI's checkpoint.npz give the same network as the run's weights file."""
+    from models import classifier
+    monkeypatch.setattr(classifier, "_CACHE", {})
+    out = tmp_path / "clf"
+    assert classifier.run_cli(classifier.Classifier, [
+        "--backend", backend_name, "--epochs", "1", "--limit", "64", "--width", "2",
+        "--quiet", "--out", str(out)]) == 0
+    from_ckpt = load_pretrained_classifier(backend_name, path=out / "checkpoint.npz",
+                                           train_if_missing=False)
+    from_weights = load_pretrained_classifier(backend_name, path=out / "classifier-mnist-10k.npz",
+                                              train_if_missing=False)
+    x = mg.tensor(load_dataset("mnist-10k").test_x[:3])
+    assert not from_ckpt.training and x.backend == backend_name
+    a, b = from_ckpt.features(x), from_weights.features(x)
+    assert a.shape == (3, 128) and a.backend == backend_name
+    assert (a - b).abs().max().item() == 0.0
