@@ -274,8 +274,11 @@ def load_dataset(name="mnist-10k", data_dir=None, download=True, timeout=10.0):
         if not errors:
             return _read_official(name, target, spec)
         tried.append("download: " + "; ".join(errors))
+    else:
+        tried.append("no download (" + ("download=False" if not download else
+                                         "MINIGRAD_NO_DOWNLOAD=1") + ")")
     hint = ("apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else
-            "download the four files from the official MNIST mirror")
+            f"download them from {spec['mirrors'][0]}")
     raise DataError(f"{name} not found. Tried: {', '.join(tried)}. Put the four files "
                     f"({', '.join(_FILES)}) in a directory and pass --data-dir DIR "
                     f"(or set MINIGRAD_DATA), or: {hint}")

@@ -91,6 +91,7 @@ def test_full_sets_from_a_data_dir_and_the_missing_error(tmp_path, monkeypatch):
         load_dataset("mnist", data_dir=empty)
     msg = str(e.value)
     assert str(empty) in msg and "--data-dir" in msg and "train-images-idx3-ubyte.gz" in msg
+    assert "no download (MINIGRAD_NO_DOWNLOAD=1)" in msg and "https://" in msg
     with pytest.raises(DataError, match="not a readable directory"):
         load_dataset("mnist", data_dir=tmp_path / "nope")
     with pytest.raises(DataError, match="unknown dataset"):
