@@ -233,7 +233,9 @@ def triplet_loss(anchor, positive, negative, alpha=0.2, reduction="mean"):
 # The miners only CHOOSE indices: they see the distances as constants (no graph)
 # and return index tensors (a, p, n); the loss is then triplet_loss(e[a], e[p], e[n])
 # on the embeddings, whose gradient flows through the indexing.
-def _label_masks(labels):
+def same_class_masks(labels):
+    """For int labels (B,): boolean (B, B) backend arrays ``positive`` (same class,
+    not the same example) and ``negative`` (different class)."""
     xp = labels._backend.xp
     lab = labels.data
     same = lab[:, None] == lab[None, :]
@@ -255,7 +257,7 @@ def _mining_inputs(embeddings, labels, name):
         raise ValueError(f"{name}: labels are on backend {labels.backend!r}, embeddings on "
                          f"{embeddings.backend!r}")
     d2 = pairwise_squared_distances(embeddings.detach()).data
-    return (d2,) + _label_masks(labels)
+    return (d2,) + same_class_masks(labels)
 
 
 def mine_batch_hard(embeddings, labels):

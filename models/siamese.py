@@ -82,7 +82,7 @@ def balanced_pairs(labels):
     and one random other-class partner (Y = 0), drawn with the backend's seeded
     generator. Returns index tensors (first, second) and the float 0/1 labels Y,
     with exactly as many positive as negative pairs."""
-    pos, neg = L._label_masks(labels)
+    pos, neg = L.same_class_masks(labels)
     be = labels._backend
     xp = be.xp
     pos_partner, neg_partner = L.random_partners(pos, be), L.random_partners(neg, be)
@@ -91,20 +91,28 @@ def balanced_pairs(labels):
     second = xp.concat([xp.take(pos_partner, anchor), xp.take(neg_partner, anchor)])
     n = anchor.shape[0]
     same = xp.concat([be.ones((n,), "float32"), be.zeros((n,), "float32")])
-    return L._index_tensor(first, be), L._index_tensor(second, be), \
-        mg.Tensor(same, backend=be)
+    return (mg.Tensor(first, backend=be), mg.Tensor(second, backend=be),
+            mg.Tensor(same, backend=be))
 
 
 def fixed_pairs(labels, n_pairs, seed=EVAL_SEED):
     """Host-side: ``n_pairs`` same-class and ``n_pairs`` different-class index pairs
     of the (host) labels, drawn with a fixed seed: arrays (first, second, same)."""
     rng = np.random.default_rng(seed)
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    members = _members(labels)
     has_positive = np.flatnonzero([len(members[c]) > 1 for c in labels])
     first = np.r_[rng.choice(has_positive, n_pairs), rng.integers(0, len(labels), n_pairs)]
     second = np.r_[[_same_class_partner(rng, labels, members, i) for i in first[:n_pairs]],
                    [_other_class_partner(rng, labels, i) for i in first[n_pairs:]]]
     return first, second.astype(np.int64), np.repeat([1, 0], n_pairs)
+
+
+def _members(labels):
+    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    if len(members) < 2 or max(len(m) for m in members.values()) < 2:
+        raise ValueError(f"the test split ({len(labels)} examples) needs two classes and a "
+                         "class with two examples for evaluation pairs: raise --limit")
+    return members
 
 
 def _same_class_partner(rng, labels, members, i):
@@ -126,7 +134,7 @@ def fixed_triplets(labels, n_triplets, seed=EVAL_SEED + 1):
     """Host-side: ``n_triplets`` (anchor, positive, negative) index triplets of the
     (host) labels, drawn with a fixed seed."""
     rng = np.random.default_rng(seed)
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    members = _members(labels)
     anchor = rng.choice(np.flatnonzero([len(members[c]) > 1 for c in labels]), n_triplets)
     pos = np.array([_same_class_partner(rng, labels, members, i) for i in anchor])
     neg = np.array([_other_class_partner(rng, labels, i) for i in anchor])
@@ -262,6 +270,9 @@ class Siamese(Experiment):
             return f"--margin must be > 0, got {args.margin}"
         if args.alpha < 0:
             return f"--alpha must be >= 0, got {args.alpha}"
+        if args.batch_size < 2:
+            return f"--batch-size must be >= 2 (pairs are formed inside a batch), got " \
+                   f"{args.batch_size}"
         if args.width < 1 or args.hidden < 1:
             return f"--width and --hidden must be >= 1, got {args.width} and {args.hidden}"
         return None
@@ -282,24 +293,27 @@ class Siamese(Experiment):
     # -- training
     def batch_loss(self, e, y):
         """The loss of one batch of embeddings e (B, d) with labels y, and the
-        fraction of pairs/triplets with a nonzero loss ("active")."""
+        fraction of pairs/triplets with a nonzero loss ("active"); (None, None) for a
+        batch without any anchor that has both a same-class and an other-class
+        partner (e.g. a last batch of one example)."""
         a = self.args
         if a.loss == "contrastive":
             first, second, same = balanced_pairs(y)
             if first.shape[0] == 0:
-                raise ValueError("a batch has no anchor with both a same-class and an "
-                                 "other-class partner: use a larger --batch-size")
+                return None, None
             per_pair = L.contrastive_loss(e[first], e[second], same, a.margin, reduction="none")
         else:
             anchor, pos, neg = L.MINERS[a.mining](e, y)
             if anchor.shape[0] == 0:
-                raise ValueError("a batch has no valid triplet: use a larger --batch-size")
+                return None, None
             per_pair = L.triplet_loss(e[anchor], e[pos], e[neg], a.alpha, reduction="none")
         active = float((per_pair.detach() > 0).float().mean().item())
         return per_pair.mean(), active
 
     def train_step(self, x, y):
         loss, active = self.batch_loss(self.model(x), y)
+        if loss is None:
+            return {}              # nothing to learn from this batch: no step
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()

@@ -505,6 +505,14 @@ def test_cli_writes_metrics_and_figures_and_resumes(tmp_path):
     assert np.isclose(_records(straight)[1]["loss"], recs[1]["loss"], rtol=1e-6)
 
 
+def test_cli_skips_a_batch_without_pairs_and_tiny_test_splits_exit_2(tmp_path, capsys):
+    # 201 examples in batches of 50: the last batch has one example, no pair
+    assert _cli(tmp_path, "--limit", "201") == 0
+    assert _records(tmp_path)[0]["loss"] > 0
+    assert _cli(tmp_path / "tiny", "--limit", "1") == 2
+    assert "raise --limit" in capsys.readouterr().err
+
+
 def test_cli_triplet_on_the_strict_backend(tmp_path):
     assert _cli(tmp_path, "--loss", "triplet", "--mining", "semihard", "--embedding-dim", "4",
                 backend="strict") == 0
@@ -516,7 +524,8 @@ def test_cli_triplet_on_the_strict_backend(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--loss", "siamese"], ["--mining", "hardest"],
                                   ["--embedding-dim", "0"], ["--margin", "0"],
-                                  ["--alpha", "-1"], ["--embedding-dim", "two"]])
+                                  ["--alpha", "-1"], ["--embedding-dim", "two"],
+                                  ["--batch-size", "1"]])
 def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv):
     assert _cli(tmp_path, *argv) == 2
     err = capsys.readouterr().err.strip()
