@@ -28,6 +28,7 @@ real images, which is what a perfect generator would score.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np  # host-side: (d,) means and (d, d) covariances from Tensor.numpy()
 from scipy import linalg  # host-side: matrix square root on host arrays
@@ -53,7 +54,7 @@ def gaussian_fit(features):
 def frechet_distance_from_stats(mu1, cov1, mu2, cov2, eps=1e-6):
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)) on HOST arrays (NumPy).
 
-    As in pytorch-fid: if the product is singular (sqrtm returns non-finite
+    As in pytorch-fid: if the product is singular (sqrtm warns or returns non-finite
     values), eps is added to both diagonals; the imaginary part that round-off
     leaves in sqrtm's result is dropped."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
@@ -62,10 +63,17 @@ def frechet_distance_from_stats(mu1, cov1, mu2, cov2, eps=1e-6):
         raise ValueError(f"frechet_distance: means {mu1.shape}, {mu2.shape} and covariances "
                          f"{cov1.shape}, {cov2.shape} do not fit")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", linalg.LinAlgWarning)
+        try:
+            covmean = linalg.sqrtm(cov1 @ cov2)
+        except linalg.LinAlgWarning:       # singular product (e.g. collapsed samples)
+            covmean = np.full(cov1.shape, np.nan)
     if not np.isfinite(covmean).all():
         offset = np.eye(cov1.shape[0]) * eps
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     covmean = np.real(covmean)
     return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
 
@@ -146,7 +154,8 @@ class SampleQuality:
         self.run = run
         if classifier is None:
             from models.classifier import load_pretrained_classifier
-            classifier = load_pretrained_classifier(run)
+            with mg.enable_grad():   # it may train one, and evaluate() runs under no_grad
+                classifier = load_pretrained_classifier(run)
         self.classifier = classifier
         self.n = min(int(n), run.data.test_x.shape[0])
         if self.n < 2:

@@ -162,3 +162,168 @@ def test_gradient_penalty_gradient_conv_critic(backend_name):
 def test_gradient_penalty_shape_error(backend_name):
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
         L.gradient_penalty(lambda x: x, mg.zeros(2, 3), mg.zeros(2, 4))
+
+
+# ----------------------------------------------------------------------------- models/gan.py
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+from models.classifier import ConvNet  # noqa: E402
+from models.cli import run_cli  # noqa: E402
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path, monkeypatch):
+    """An untrained width-4 toolkit classifier on disk, so the metrics never train one."""
+    folder = tmp_path / "clf"
+    folder.mkdir()
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        model = ConvNet(10, 4)
+        mg.save({"dataset": "mnist-10k", "width": 4, "state": model.state_dict()},
+                folder / "classifier-mnist-10k.npz")
+    monkeypatch.setenv("MINIGRAD_CLASSIFIER_DIR", str(folder))
+    return folder
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _finite(records, keys):
+    for r in records:
+        for k in keys:
+            assert k in r and np.isfinite(r[k]), (k, r)
+
+
+def test_generator_and_discriminator_update_only_their_own_parameters(backend_name):
+    from models.gan import GAN
+    args = argparse.Namespace(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=0.5,
+                              lr=1e-3, loss="bce", gp_weight=10.0, seed=0)
+    exp = GAN(args, run=None)
+    g_params, d_params = list(exp.generator.parameters()), list(exp.discriminator.parameters())
+    assert g_params and d_params
+    assert not {id(p) for p in g_params} & {id(p) for p in d_params}
+    assert {id(p) for p in exp.opt_g.param_groups[0]["params"]} == {id(p) for p in g_params}
+    assert {id(p) for p in exp.opt_d.param_groups[0]["params"]} == {id(p) for p in d_params}
+
+    def snapshot(ps):
+        return [p.numpy().copy() for p in ps]
+
+    real = mg.rand(6, 1, 28, 28) * 2.0 - 1.0
+    fake = exp.generator(mg.randn(6, 8))
+    g0, d0 = snapshot(g_params), snapshot(d_params)
+    loss_d, _ = exp.d_loss(real, fake.detach())
+    exp.opt_d.zero_grad()
+    loss_d.backward()
+    assert all(p.grad is None for p in g_params)           # detached fakes: nothing reaches G
+    exp.opt_d.step()
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(g0, g_params))
+    assert all(not np.array_equal(a, p.numpy()) for a, p in zip(d0, d_params))
+
+    d1 = snapshot(d_params)
+    loss_g = exp.g_loss(fake)
+    exp.opt_g.zero_grad()
+    loss_g.backward()                                      # D's params get grads too...
+    exp.opt_g.step()                                       # ...but only G's optimizer steps
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(d1, d_params))
+    assert all(not np.array_equal(a, p.numpy()) for a, p in zip(g0, g_params))
+
+
+def _gan_argv(out, backend, *extra):
+    return ["--backend", backend, "--epochs", "1", "--limit", "96", "--batch-size", "32",
+            "--width", "4", "--z-dim", "8", "--metric-samples", "40", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier):
+    from models.gan import GAN
+    out = tmp_path / "gan"
+    assert run_cli(GAN, _gan_argv(out, backend_name)) == 0
+    recs = _records(out)
+    assert [r.get("final", False) for r in recs] == [False, True]
+    _finite(recs[:1], ["loss_d", "loss_g", "fid", "inception_score"])
+    _finite(recs[1:], ["gan_fid", "gan_inception_score", "real_fid", "real_inception_score"])
+    assert recs[1]["real_fid"] < recs[1]["gan_fid"]       # real images beat an untrained G
+    for f in ("gan_samples.png", "gan_samples_epoch001.png", "gan_progress.png",
+              "gan_curves.png", "checkpoint.npz"):
+        assert (out / f).stat().st_size > 0, f
+    argv = _gan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
+    argv[argv.index("--epochs") + 1] = "2"
+    assert run_cli(GAN, argv) == 0
+    recs = _records(out)
+    assert [r["epoch"] for r in recs if not r.get("final")] == [1, 2]
+    assert (out / "gan_samples_epoch002.png").exists()
+
+
+def test_wgan_gp_trains_without_nans(tmp_path):
+    from models.gan import GAN
+    out = tmp_path / "wgan"
+    argv = _gan_argv(out, "numpy", "--loss", "wgan-gp", "--n-critic", "2",
+                     "--metric-samples", "0")
+    assert run_cli(GAN, argv) == 0
+    rec = _records(out)[0]
+    _finite([rec], ["loss_d", "loss_g", "wasserstein", "gp"])
+    assert rec["gp"] > 0
+
+
+@pytest.mark.parametrize("bad", [["--loss", "hinge"], ["--width", "0"], ["--n-critic", "0"],
+                                 ["--metric-samples", "1"], ["--epochs", "-1"]])
+def test_gan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
+    from models.gan import GAN
+    assert run_cli(GAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err
+
+
+# ----------------------------------------------------------------------------- models/vaegan.py
+def _vaegan_argv(out, backend, *extra):
+    return ["--backend", backend, "--epochs", "1", "--limit", "96", "--batch-size", "32",
+            "--width", "4", "--latent-dim", "4", "--metric-samples", "40", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier):
+    from models.vaegan import VAEGAN
+    out = tmp_path / "vaegan"
+    assert run_cli(VAEGAN, _vaegan_argv(out, backend_name)) == 0
+    recs = _records(out)
+    _finite(recs[:1], ["loss_dis", "kl", "llike", "gan_g", "vae_loss", "vaegan_fid",
+                       "vae_fid", "vaegan_test_pixel_mse"])
+    _finite(recs[1:], ["vaegan_fid", "vae_fid", "real_fid", "vaegan_inception_score"])
+    for f in ("vaegan_samples.png", "vaegan_reconstructions.png", "vaegan_curves.png"):
+        assert (out / f).stat().st_size > 0, f
+    argv = _vaegan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
+    argv[argv.index("--epochs") + 1] = "2"
+    assert run_cli(VAEGAN, argv) == 0
+    assert [r["epoch"] for r in _records(out) if not r.get("final")] == [1, 2]
+
+
+def test_vaegan_encoder_and_decoder_get_their_own_losses(backend_name):
+    # the encoder's gradient is that of KL + L_llike only: no GAN term reaches it
+    from models.losses import gaussian_kl
+    from models.vaegan import FeatureDiscriminator, VAEGANModel, feature_nll
+    m, dis = VAEGANModel(4, 4), FeatureDiscriminator(4)
+    x = mg.rand(5, 1, 28, 28)
+    eps = mg.randn(5, 4)
+    mu, logvar = m.encode(x)
+    x_rec = m.decode(mu + (logvar * 0.5).exp() * eps).sigmoid()
+    enc = list(m.encoder.parameters())
+    llike = feature_nll(dis.features(x).detach(), dis.features(x_rec))
+    kl = gaussian_kl(mu, logvar).mean()
+    g_enc = mg.grad(kl + llike, enc)
+    # the same gradient with a GAN term added to the DECODER's loss only
+    mu, logvar = m.encode(x)
+    x_rec = m.decode(mu + (logvar * 0.5).exp() * eps).sigmoid()
+    llike2 = feature_nll(dis.features(x).detach(), dis.features(x_rec))
+    g_enc2 = mg.grad(gaussian_kl(mu, logvar).mean() + llike2, enc)
+    for a, b in zip(g_enc, g_enc2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    assert any(np.abs(g.numpy()).max() > 0 for g in g_enc)
+
+
+@pytest.mark.parametrize("bad", [["--gamma", "-1"], ["--latent-dim", "0"]])
+def test_vaegan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
+    from models.vaegan import VAEGAN
+    assert run_cli(VAEGAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
