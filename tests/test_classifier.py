@@ -60,6 +60,9 @@ def test_pretrained_classifier_from_a_backend_name_and_a_cli_checkpoint(tmp_path
     assert classifier.run_cli(classifier.Classifier, [
         "--backend", backend_name, "--epochs", "1", "--limit", "64", "--width", "2",
         "--quiet", "--out", str(out)]) == 0
+    # issue 9: the CLI runs on every backend and writes metrics, checkpoint and figure
+    assert '"test_accuracy"' in (out / "metrics.jsonl").read_text()
+    assert (out / "classifier_accuracy.png").stat().st_size > 1000
     from_ckpt = load_pretrained_classifier(backend_name, path=out / "checkpoint.npz",
                                            train_if_missing=False)
     from_weights = load_pretrained_classifier(backend_name, path=out / "classifier-mnist-10k.npz",
