@@ -263,7 +263,7 @@ def draw_manifold(run, filename, codes, labels, decode, grid, title):
     ax.set_ylabel("h[1]")
     ax.set_title("test codes")
     ax2 = fig.add_subplot(1, 2, 2)
-    ax2.imshow(image_grid(list(imgs), pad=0), cmap="gray", vmin=0, vmax=1,
+    ax2.imshow(image_grid(list(imgs), pad=0), cmap="gray", vmin=0, vmax=1, aspect="auto",
                extent=(g0[0], g0[-1], g1[-1], g1[0]))
     ax2.set_title("decoded grid")
     ax2.set_xlabel("h[0]")

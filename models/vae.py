@@ -22,7 +22,6 @@ convolutional encoder and a transposed-convolution decoder (models/autoencoder.p
 """
 from __future__ import annotations
 
-import math
 from statistics import NormalDist
 
 import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.numpy())
