@@ -22,6 +22,13 @@ from .factories import (arange, eye, full, full_like, manual_seed, ones, rand,  
                         randint, randn, zeros, from_numpy)
 from .gradcheck import gradcheck, gradgradcheck  # noqa: F401
 
+# `python -m minigrad.gradcheck --list` runs a module that this package has already
+# imported (for mg.gradcheck above); runpy then warns that re-running it "may result in
+# unpredictable behaviour". It is harmless here (the CLI only prints a table), so say so.
+import warnings as _warnings  # noqa: E402
+_warnings.filterwarnings("ignore", message="'minigrad.gradcheck' found in sys.modules",
+                         category=RuntimeWarning)
+
 float32 = _DTYPES["float32"]
 float64 = _DTYPES["float64"]
 int32 = _DTYPES["int32"]
