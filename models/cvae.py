@@ -30,7 +30,9 @@ from models.autoencoder import (N_PIXELS, draw_loss_curves, draw_rows, mlp_decod
                                 mlp_encoder)
 from models.cli import Experiment, run_cli
 from models.losses import reparameterize, vae_loss
-from models.vae import evaluate_elbo, evaluate_iw_log_likelihood
+from models.metrics import (SampleQuality, add_sample_quality_argument,
+                            check_sample_quality_argument, final_sample_quality)
+from models.vae import evaluate_elbo, evaluate_iw_log_likelihood, report_sample_quality
 
 
 # ----------------------------------------------------------------------------- the model
@@ -97,9 +99,11 @@ class CVAE(Experiment):
         parser.add_argument("--iw-samples", type=int, default=0,
                             help="K for an importance-weighted test log-likelihood after the "
                                  "last epoch (default: 0, skipped)")
+        add_sample_quality_argument(parser)
 
     def __init__(self, args, run):
         super().__init__(args, run)
+        check_sample_quality_argument(args)
         for flag in ("latent_dim", "hidden"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, "
@@ -152,6 +156,12 @@ class CVAE(Experiment):
             self.run.print(f"label fidelity: {100 * out['label_fidelity']:.1f}% of prior samples, "
                            f"{100 * out['transfer_fidelity']:.1f}% of style transfers are "
                            "classified as the requested digit")
+        if self.args.metric_samples:
+            quality = SampleQuality(self.run, n=self.args.metric_samples)
+            k = self.model.n_classes
+            x, _ = self.prior_samples(-(-quality.n // k), self.args.seed + 2)  # every class
+            out.update(final_sample_quality(quality, x[:quality.n]))
+            report_sample_quality(self.run, out)
         if self.args.iw_samples:
             out["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(
                 self.run, self.model.encode, self.model.decode, self.args.iw_samples)

@@ -56,7 +56,8 @@ from models.autoencoder import draw_loss_curves, draw_rows
 from models.cli import Experiment, run_cli
 from models.losses import (gan_discriminator_loss, gan_generator_loss, gradient_penalty,
                            wgan_critic_loss, wgan_generator_loss)
-from models.metrics import SampleQuality
+from models.metrics import (SampleQuality, add_sample_quality_argument,
+                            check_sample_quality_argument, final_sample_quality)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -177,8 +178,7 @@ class GAN(Experiment):
                             help="lambda of the gradient penalty (wgan-gp)")
         parser.add_argument("--n-critic", type=int, default=None,
                             help="D steps per G step (default 1 for bce, 5 for wgan-gp)")
-        parser.add_argument("--metric-samples", type=int, default=1000,
-                            help="generated images for classifier-FID / IS (0: skip)")
+        add_sample_quality_argument(parser)
 
     def __init__(self, args, run):
         super().__init__(args, run)
@@ -190,8 +190,7 @@ class GAN(Experiment):
             args.n_critic = 5 if args.loss == "wgan-gp" else 1
         if args.n_critic < 1:
             raise ValueError(f"--n-critic must be >= 1, got {args.n_critic}")
-        if args.metric_samples < 0 or args.metric_samples == 1:
-            raise ValueError(f"--metric-samples must be 0 or >= 2, got {args.metric_samples}")
+        check_sample_quality_argument(args)
         if not 0.0 <= args.beta1 < 1.0:
             raise ValueError(f"--beta1 must be in [0, 1), got {args.beta1}")
         self.generator = Generator(args.z_dim, args.width)
@@ -271,13 +270,11 @@ class GAN(Experiment):
     def final(self):
         if not self.args.metric_samples:
             return {}
-        n = self.args.metric_samples
-        out = {f"gan_{k}": v for k, v in self.quality(self.samples(n)).items()}
-        out.update({f"real_{k}": v for k, v in self.quality.real_floor().items()})
+        out = final_sample_quality(self.quality, self.samples(self.args.metric_samples),
+                                   prefix="gan_")
         vae = vae_samples(self.run, self.quality.n)
         if vae is not None:
             out.update({f"vae_{k}": v for k, v in self.quality(vae).items()})
-        out["metric_samples"] = self.quality.n
         self.run.print("classifier-FID / inception score at n = %d: " % self.quality.n
                        + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "metric_samples"))
         return out

@@ -179,3 +179,26 @@ class SampleQuality:
         """Scores of n real training images against the n real test images."""
         n = min(self.n, self.run.data.train_x.shape[0])
         return self(self.run.data.train_x[:n])
+
+
+# ----------------------------------------------------------------------------- the CLI flag
+def add_sample_quality_argument(parser):
+    """``--metric-samples``: one flag, the same for every generative model."""
+    parser.add_argument("--metric-samples", type=int, default=1000,
+                        help="generated images for classifier-FID / inception score "
+                             "(default: 1000; 0 skips them)")
+
+
+def check_sample_quality_argument(args):
+    if args.metric_samples < 0 or args.metric_samples == 1:
+        raise ValueError(f"--metric-samples must be 0 or >= 2, got {args.metric_samples}")
+
+
+def final_sample_quality(quality, samples, prefix=""):
+    """The final-evaluation record of a generative model: its samples' classifier-FID
+    and inception score (keys ``<prefix>fid``, ``<prefix>inception_score``), next to the
+    floor that real images reach at the same n (``real_fid``, ``real_inception_score``)."""
+    out = {f"{prefix}{k}": v for k, v in quality(samples).items()}
+    out.update({f"real_{k}": v for k, v in quality.real_floor().items()})
+    out["metric_samples"] = quality.n
+    return out

@@ -17,6 +17,9 @@ K importance samples (Burda et al. 2016), a tighter bound than the ELBO:
 
     log p(x) ~ logsumexp_k [log P(x|h_k) + log p(h_k) - log Q(h_k|x)] - log K
 
+and the prior samples are scored with the classifier-FID and inception score of
+models/metrics.py, next to real images' floor (the lecture's comparison with GANs).
+
 --arch mlp (default) is the PyTorch example's 784-400-20 model; --arch conv uses a
 convolutional encoder and a transposed-convolution decoder (models/autoencoder.py).
 """
@@ -33,6 +36,8 @@ from models.autoencoder import (N_PIXELS, add_architecture_arguments, build_deco
                                 draw_manifold, draw_rows, encode_all)
 from models.cli import Experiment, run_cli
 from models.losses import bernoulli_nll, iw_log_likelihood, reparameterize, vae_loss
+from models.metrics import (SampleQuality, add_sample_quality_argument,
+                            check_sample_quality_argument, final_sample_quality)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -98,6 +103,13 @@ def evaluate_iw_log_likelihood(run, encode, decode, k, rows=10_000):
             total += iw_log_likelihood(log_likelihood, mu, logvar, k=k).sum().item()
             n += b
     return total / n
+
+
+def report_sample_quality(run, out):
+    run.print(f"prior samples: classifier-FID {out['fid']:.2f}, inception score "
+              f"{out['inception_score']:.2f} (real test images vs real train images: "
+              f"{out['real_fid']:.2f}, {out['real_inception_score']:.2f}; n = "
+              f"{out['metric_samples']})")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -174,10 +186,12 @@ class VAE(Experiment):
         parser.add_argument("--iw-samples", type=int, default=100,
                             help="K for the importance-weighted test log-likelihood after the "
                                  "last epoch (default: 100; 0 skips it)")
+        add_sample_quality_argument(parser)
 
     def __init__(self, args, run):
         super().__init__(args, run)
         check_architecture_arguments(args)
+        check_sample_quality_argument(args)
         if not args.beta >= 0:
             raise ValueError(f"--beta must be >= 0, got {args.beta}")
         if args.iw_samples < 0:
@@ -197,13 +211,20 @@ class VAE(Experiment):
         return evaluate_elbo(self.run, lambda x, y: self.model(x))
 
     def final(self):
-        if not self.args.iw_samples:
-            return {}
-        k = self.args.iw_samples
-        ll = evaluate_iw_log_likelihood(self.run, lambda x, y: self.model.encode(x),
-                                        lambda h, y: self.model.decode(h), k)
-        self.run.print(f"test log p(x) >= {ll:.2f} nats/image (importance-weighted, K={k})")
-        return {"test_iw_log_likelihood": ll, "iw_samples": k}
+        out = {}
+        if self.args.iw_samples:
+            k = self.args.iw_samples
+            ll = evaluate_iw_log_likelihood(self.run, lambda x, y: self.model.encode(x),
+                                            lambda h, y: self.model.decode(h), k)
+            self.run.print(f"test log p(x) >= {ll:.2f} nats/image (importance-weighted, K={k})")
+            out.update(test_iw_log_likelihood=ll, iw_samples=k)
+        if self.args.metric_samples:
+            quality = SampleQuality(self.run, n=self.args.metric_samples)
+            with mg.no_grad():
+                h = mg.randn(quality.n, self.args.latent_dim)
+                out.update(final_sample_quality(quality, self.model.decode(h).sigmoid()))
+            report_sample_quality(self.run, out)
+        return out
 
     def figures(self, epoch, history, final):
         with mg.no_grad():

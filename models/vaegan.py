@@ -48,7 +48,8 @@ from minigrad import nn, optim
 from models.autoencoder import conv_decoder, conv_encoder, draw_loss_curves, draw_rows
 from models.cli import Experiment, run_cli
 from models.losses import gaussian_kl, reparameterize, vae_loss
-from models.metrics import SampleQuality
+from models.metrics import (SampleQuality, add_sample_quality_argument,
+                            check_sample_quality_argument)
 from models.vae import VAEModel
 
 
@@ -113,8 +114,7 @@ class VAEGAN(Experiment):
                             help="weight of L_llike in the decoder's loss (vs the GAN loss)")
         parser.add_argument("--beta", type=float, default=1.0,
                             help="weight of the prior KL in the encoder's loss")
-        parser.add_argument("--metric-samples", type=int, default=1000,
-                            help="samples for classifier-FID / IS (0: skip)")
+        add_sample_quality_argument(parser)
         parser.add_argument("--no-vae", action="store_true",
                             help="do not train the plain VAE for comparison")
 
@@ -126,8 +126,7 @@ class VAEGAN(Experiment):
                                  f"{getattr(args, flag)}")
         if not (args.gamma >= 0 and args.beta >= 0):
             raise ValueError(f"--gamma and --beta must be >= 0, got {args.gamma}, {args.beta}")
-        if args.metric_samples < 0 or args.metric_samples == 1:
-            raise ValueError(f"--metric-samples must be 0 or >= 2, got {args.metric_samples}")
+        check_sample_quality_argument(args)
         betas = (0.5, 0.999)
         self.vaegan = VAEGANModel(args.latent_dim, args.width)
         self.discriminator = FeatureDiscriminator(args.width)

@@ -46,3 +46,20 @@ def backend_name(request):
     with mg.backend(request.param):
         mg.manual_seed(0)
         yield request.param
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path, monkeypatch):
+    """An untrained width-4 toolkit classifier on disk (``$MINIGRAD_CLASSIFIER_DIR``),
+    so that the sample-quality metrics and label fidelity never train one, nor read or
+    write ``runs/`` in the working directory."""
+    from models.classifier import ConvNet
+    folder = tmp_path / "clf"
+    folder.mkdir()
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        model = ConvNet(10, 4)
+        mg.save({"dataset": "mnist-10k", "width": 4, "state": model.state_dict()},
+                folder / "classifier-mnist-10k.npz")
+    monkeypatch.setenv("MINIGRAD_CLASSIFIER_DIR", str(folder))
+    return folder

@@ -172,20 +172,6 @@ from models.classifier import ConvNet  # noqa: E402
 from models.cli import run_cli  # noqa: E402
 
 
-@pytest.fixture
-def tiny_classifier(tmp_path, monkeypatch):
-    """An untrained width-4 toolkit classifier on disk, so the metrics never train one."""
-    folder = tmp_path / "clf"
-    folder.mkdir()
-    with mg.backend("numpy"):
-        mg.manual_seed(0)
-        model = ConvNet(10, 4)
-        mg.save({"dataset": "mnist-10k", "width": 4, "state": model.state_dict()},
-                folder / "classifier-mnist-10k.npz")
-    monkeypatch.setenv("MINIGRAD_CLASSIFIER_DIR", str(folder))
-    return folder
-
-
 def _records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

@@ -29,10 +29,12 @@ FIGURES = {
 COMMON = ["--limit", "320", "--batch-size", "32", "--lr", "3e-3", "--quiet"]
 RUNS = {
     "autoencoder-mlp": (AutoencoderExperiment, ["--hidden", "32", "--latent-dim", "2"]),
-    "vae-mlp": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples", "4"]),
+    "vae-mlp": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples", "4",
+                      "--metric-samples", "40"]),
     "vae-conv": (VAE, ["--arch", "conv", "--hidden", "4", "--latent-dim", "3",
-                       "--iw-samples", "2"]),
-    "cvae": (CVAE, ["--hidden", "32", "--fidelity-samples", "0", "--iw-samples", "2"]),
+                       "--iw-samples", "2", "--metric-samples", "40"]),
+    "cvae": (CVAE, ["--hidden", "32", "--fidelity-samples", "0", "--iw-samples", "2",
+                    "--metric-samples", "40"]),
 }
 
 
@@ -41,7 +43,7 @@ def _records(out):
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_short_run_learns_writes_figures_and_resumes(name, tmp_path):
+def test_short_run_learns_writes_figures_and_resumes(name, tmp_path, tiny_classifier):
     cls, flags = RUNS[name]
     figures = [f for f in FIGURES[cls] if "manifold" not in f or "--latent-dim" in flags
                and flags[flags.index("--latent-dim") + 1] == "2"]
@@ -60,6 +62,12 @@ def test_short_run_learns_writes_figures_and_resumes(name, tmp_path):
         assert last["test_kl"] > 0
     final = [r for r in records if r.get("final")]
     assert len(final) == 1
+    if cls is not AutoencoderExperiment:
+        # the generative models' sample quality, next to real images' floor
+        for k in ("fid", "inception_score", "real_fid", "real_inception_score"):
+            assert np.isfinite(final[0][k]) and final[0][k] >= 0, k
+        assert final[0]["metric_samples"] == 40
+        assert final[0]["real_fid"] < final[0]["fid"]
     if "--iw-samples" in flags:
         # the IW estimate is a bound on log p(x), typically tighter than the ELBO
         iw = final[0]["test_iw_log_likelihood"]
@@ -80,14 +88,15 @@ STRICT_RUNS = {
     "autoencoder-mlp": (AutoencoderExperiment, ["--hidden", "16", "--latent-dim", "2"]),
     "autoencoder-conv": (AutoencoderExperiment, ["--arch", "conv", "--hidden", "4",
                                                  "--latent-dim", "2"]),
-    "vae-mlp": (VAE, ["--hidden", "16", "--latent-dim", "2", "--iw-samples", "2"]),
-    "cvae": (CVAE, ["--hidden", "16", "--latent-dim", "2", "--fidelity-samples", "20",
-                    "--iw-samples", "2"]),
+    "vae-mlp": (VAE, ["--hidden", "16", "--latent-dim", "2", "--iw-samples", "2",
+                      "--metric-samples", "20"]),
+    "cvae": (CVAE, ["--hidden", "16", "--latent-dim", "2", "--fidelity-samples", "2",
+                    "--iw-samples", "2", "--metric-samples", "20"]),
 }
 
 
 @pytest.mark.parametrize("name", STRICT_RUNS)
-def test_cli_runs_on_the_strict_backend(name, tmp_path):
+def test_cli_runs_on_the_strict_backend(name, tmp_path, tiny_classifier):
     """The GPU stand-in: every figure, metric and checkpoint goes through the
     backend's explicit host transfer, or this run raises."""
     cls, flags = STRICT_RUNS[name]
@@ -110,6 +119,8 @@ def test_cli_runs_on_the_strict_backend(name, tmp_path):
     (AutoencoderExperiment, ["--loss", "l7"]),
     (CVAE, ["--latent-dim", "-2"]),
     (CVAE, ["--fidelity-samples", "-1"]),
+    (VAE, ["--metric-samples", "1"]),
+    (CVAE, ["--metric-samples", "-3"]),
 ])
 def test_bad_arguments_exit_2_with_one_line(cls, argv, tmp_path, capsys):
     try:
