@@ -16,7 +16,8 @@ training split):
                             encoder is the trunk.
 Then, for every labels-per-class value k, on the same k labelled target images per
 class, the final step compares on the target TEST digits 5-9:
-  frozen     the pretrained trunk fixed, a new linear head trained on its features;
+  frozen     the pretrained conv trunk fixed, a new head (linear-ReLU-linear)
+             trained on its features;
   finetune   trunk + new head all trained, the trunk with a 10x lower learning rate
              (optimizer parameter groups: the pretrained weights move slowly);
   scratch    the same network, randomly initialised, trained the same way;
@@ -48,12 +49,24 @@ METHODS = ("frozen", "finetune", "scratch", "1nn")
 
 
 def build_trunk(kind, width, feature_dim):
-    """(trunk module x -> (B, feature_dim), the pretraining module) for --pretrained."""
+    """(trunk, the pretraining module) for --pretrained. The trunk is the CONV part,
+    x -> (B, 2*width*7*7): conv-ReLU-pool x2 of the classifier, or the two strided
+    convs of the autoencoder's encoder (its modules, so pretraining trains them). The
+    layers after it are specific to the source task (the classifier's hidden layer
+    separates 0-4; measured: frozen, it transferred worse than raw pixels), so every
+    method puts a NEW head (``new_head``) on the trunk."""
     if kind == "classifier":
         net = ConvNet(len(SOURCE), width, feature_dim)
-        return nn.Sequential(net.trunk, net.fc), net
+        return net.trunk, net
     encoder = conv_encoder(feature_dim, width)
-    return encoder, ConvAutoencoder(encoder, conv_decoder(feature_dim, width))
+    trunk = nn.Sequential(*[encoder[i] for i in range(5)])     # convs + flatten, no Linear
+    return trunk, ConvAutoencoder(encoder, conv_decoder(feature_dim, width))
+
+
+def new_head(width, hidden):
+    """The target task's classifier on trunk features: linear-ReLU-linear (5 classes)."""
+    return nn.Sequential(nn.Linear(2 * width * 7 * 7, hidden), nn.ReLU(),
+                         nn.Linear(hidden, len(TARGET)))
 
 
 class ConvAutoencoder(nn.Module):
@@ -105,7 +118,8 @@ class Transfer(Experiment):
                             help="Adam steps per network method and labels-per-class value")
         parser.add_argument("--width", type=int, default=16, help="channels of the first conv")
         parser.add_argument("--feature-dim", type=int, default=128,
-                            help="trunk output: the classifier's hidden layer / the code size")
+                            help="pretraining: the classifier's hidden layer / the autoencoder's "
+                                 "code size; transfer: the new head's hidden layer")
         parser.add_argument("--trunk-lr-factor", type=float, default=0.1,
                             help="fine-tuning: trunk lr = lr x this")
 
@@ -198,14 +212,13 @@ class Transfer(Experiment):
             with mg.enable_grad():
                 # frozen: the pretrained trunk fixed, a new head on its features
                 trunk = copy.deepcopy(self.trunk).requires_grad_(False)
-                trunk.eval()
-                frozen = nn.Sequential(trunk, nn.Linear(args.feature_dim, len(TARGET)))
-                self._fit(frozen, frozen[1].parameters(), x, y)
-                frozen.eval()
+                head = new_head(args.width, args.feature_dim)
+                frozen = nn.Sequential(trunk, head)
+                self._fit(frozen, head.parameters(), x, y)
                 acc["frozen"] = accuracy(frozen, tx, ty)
                 # finetune: everything trains, the pretrained trunk with a lower lr
                 trunk = copy.deepcopy(self.trunk).requires_grad_(True)
-                head = nn.Linear(args.feature_dim, len(TARGET))
+                head = new_head(args.width, args.feature_dim)
                 tuned = nn.Sequential(trunk, head)
                 self._fit(tuned, [{"params": trunk.parameters(),
                                    "lr": args.lr * args.trunk_lr_factor},
@@ -213,7 +226,7 @@ class Transfer(Experiment):
                 acc["finetune"] = accuracy(tuned, tx, ty)
                 # scratch: the same network, random init, plain lr
                 fresh, _ = build_trunk(args.pretrained, args.width, args.feature_dim)
-                scratch = nn.Sequential(fresh, nn.Linear(args.feature_dim, len(TARGET)))
+                scratch = nn.Sequential(fresh, new_head(args.width, args.feature_dim))
                 self._fit(scratch, scratch.parameters(), x, y)
                 acc["scratch"] = accuracy(scratch, tx, ty)
             acc["1nn"] = nearest_neighbour_accuracy(run.tensor(x), run.tensor(y), tx, ty)
@@ -236,8 +249,8 @@ class Transfer(Experiment):
 
     def _write_table(self):
         a = self.args
-        lines = [f"Transfer digits 0-4 -> 5-9, trunk pretrained as a {a.pretrained} "
-                 f"({a.epochs} epochs on 0-4), {a.steps} Adam steps per method; accuracy on "
+        lines = [f"Transfer digits 0-4 -> 5-9, conv trunk pretrained on 0-4 in a "
+                 f"{a.pretrained} ({a.epochs} epochs), {a.steps} Adam steps per method; accuracy on "
                  f"{self.results['test_size']} test digits 5-9.", "",
                  "| labels per class | frozen trunk + head | fine-tuned (trunk lr x"
                  f"{a.trunk_lr_factor:g}) | from scratch | 1-NN raw pixels |",

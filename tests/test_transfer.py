@@ -8,7 +8,7 @@ import pytest
 
 import minigrad as mg
 from models.cli import run_cli
-from models.transfer import Transfer, build_trunk, nearest_neighbour_accuracy
+from models.transfer import Transfer, build_trunk, nearest_neighbour_accuracy, new_head
 
 
 def test_nearest_neighbour_matches_brute_force(backend_name):
@@ -30,9 +30,12 @@ def test_nearest_neighbour_matches_brute_force(backend_name):
 @pytest.mark.parametrize("kind", ["classifier", "autoencoder"])
 def test_trunk_outputs_features(backend_name, kind):
     trunk, pretrain = build_trunk(kind, 4, 12)
-    assert trunk(mg.rand(3, 1, 28, 28)).shape == (3, 12)
+    assert trunk(mg.rand(3, 1, 28, 28)).shape == (3, 2 * 4 * 7 * 7)   # the conv features
     pre_ids = {id(p) for p in pretrain.parameters()}
-    assert {id(p) for p in trunk.parameters()} <= pre_ids     # the trunk IS part of it
+    trunk_ids = {id(p) for p in trunk.parameters()}
+    assert trunk_ids <= pre_ids                              # the trunk IS part of it
+    assert len(trunk_ids) == 4                               # two convs: weights and biases
+    assert new_head(4, 12)(trunk(mg.rand(3, 1, 28, 28))).shape == (3, 5)
 
 
 def _argv(out, backend, *extra):
@@ -86,7 +89,7 @@ def test_finetune_uses_a_lower_trunk_learning_rate(monkeypatch, tmp_path):
     assert len(two_groups) == 1
     (n_trunk, lr_trunk), (n_head, lr_head) = two_groups[0]
     assert lr_trunk == pytest.approx(0.0025) and lr_head == pytest.approx(0.01)
-    assert n_head == 2 and n_trunk > 2
+    assert n_head == 4 and n_trunk == 4       # linear-ReLU-linear head; two convs
 
 
 @pytest.mark.parametrize("bad", [["--labels-per-class", "0"], ["--pretrained", "mlp"],
