@@ -310,16 +310,16 @@ class Adam(Optimizer):
                 vmax = state["max_exp_avg_sq"] = xp.zeros_like(p.data)
             vmax[...] = xp.maximum(vmax, v)
             v = vmax
-        # p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), with both sides of
-        # the fraction multiplied by sqrt(1 - b2^t) to save a pass. Division, not
-        # s **= -1: NumPy has no fast path for a power of -1 (4x slower, measured).
-        c2 = math.sqrt(1.0 - b2 ** t)
+        # p -= lr / (1 - b1^t) * m / s,  s = sqrt(v) / sqrt(1 - b2^t) + eps, in PyTorch's
+        # order of operations (so float32 results round alike). m / s is a division,
+        # not s **= -1: NumPy has no fast path for a power of -1 (4x slower, measured).
         s[...] = v
         s **= 0.5
-        s += eps * c2
+        s *= 1.0 / math.sqrt(1.0 - b2 ** t)
+        s += eps
         tmp[...] = m
         tmp /= s
-        tmp *= lr * c2 / (1.0 - b1 ** t)
+        tmp *= lr / (1.0 - b1 ** t)
         p.data -= tmp
 
 
