@@ -249,8 +249,8 @@ class Transfer(Experiment):
 
     def _write_table(self):
         a = self.args
-        lines = [f"Transfer digits 0-4 -> 5-9, conv trunk pretrained on 0-4 in a "
-                 f"{a.pretrained} ({a.epochs} epochs), {a.steps} Adam steps per method; accuracy on "
+        lines = [f"Transfer digits 0-4 -> 5-9, conv trunk pretrained on 0-4 ({a.pretrained}, "
+                 f"{a.epochs} epochs), {a.steps} Adam steps per method; accuracy on "
                  f"{self.results['test_size']} test digits 5-9.", "",
                  "| labels per class | frozen trunk + head | fine-tuned (trunk lr x"
                  f"{a.trunk_lr_factor:g}) | from scratch | 1-NN raw pixels |",
