@@ -6,8 +6,9 @@ at what the data set has). A network's early layers learn features (strokes,
 curves) that are not specific to the source classes, so a trunk pretrained on the
 source task should need far fewer target labels than one trained from scratch.
 
-The epochs of a run pretrain the trunk on the source task (digits 0-4 of the
-training split):
+The epochs of a run (default 6) pretrain the trunk on the source task (digits 0-4
+of the training split; with 2 epochs the margin over scratch at 10 labels per class
+was 1-2 points, with 6 about 3, measured on mnist-10k):
   --pretrained classifier   (default) the toolkit's convnet (models/classifier.py:
                             conv-ReLU-pool x2, linear-ReLU = 128 "features") trained
                             with cross-entropy on 5 classes;
@@ -26,9 +27,10 @@ Each network method gets the same number of Adam steps (--steps, batch 64).
 Writes transfer_table.md (accuracy table) and transfer_accuracy.png (accuracy
 against labels per class), and the numbers in metrics.jsonl's final record.
 
-Note (measured while planning): features of a small MLP trained on digits 0-4
-transferred WORSE than raw pixels to 5-9. The conv trunk and fine-tuning are the
-fix tried here; the numbers are reported as they come out.
+Note (measured): features of a small MLP trained on digits 0-4 transferred WORSE
+than raw pixels to 5-9, and so did this convnet's hidden layer. Its conv layers
+transfer: with them frozen or fine-tuned, 10 labels per class give about 0.89
+accuracy against 0.86 from scratch (README, three seeds).
 """
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ class Transfer(Experiment):
     (trunk lr / 10), from scratch, and raw-pixel 1-NN."""
 
     name = "transfer"
-    defaults = dict(epochs=2, batch_size=64, lr=1e-3)
+    defaults = dict(epochs=6, batch_size=64, lr=1e-3)
 
     @staticmethod
     def add_arguments(parser):
