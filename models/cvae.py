@@ -31,8 +31,9 @@ from models.autoencoder import (N_PIXELS, draw_loss_curves, draw_rows, mlp_decod
 from models.cli import Experiment, run_cli
 from models.losses import reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument,
-                            check_sample_quality_argument, final_sample_quality)
-from models.vae import evaluate_elbo, evaluate_iw_log_likelihood, report_sample_quality
+                            check_sample_quality_argument, final_sample_quality,
+                            report_sample_quality)
+from models.vae import evaluate_elbo, evaluate_iw_log_likelihood
 
 
 # ----------------------------------------------------------------------------- the model

@@ -202,3 +202,11 @@ def final_sample_quality(quality, samples, prefix=""):
     out.update({f"real_{k}": v for k, v in quality.real_floor().items()})
     out["metric_samples"] = quality.n
     return out
+
+
+def report_sample_quality(run, out):
+    """One line for the run's log from a ``final_sample_quality`` record."""
+    run.print(f"prior samples: classifier-FID {out['fid']:.2f}, inception score "
+              f"{out['inception_score']:.2f} (real test images vs real train images: "
+              f"{out['real_fid']:.2f}, {out['real_inception_score']:.2f}; n = "
+              f"{out['metric_samples']})")

@@ -37,7 +37,8 @@ from models.autoencoder import (N_PIXELS, add_architecture_arguments, build_deco
 from models.cli import Experiment, run_cli
 from models.losses import bernoulli_nll, iw_log_likelihood, reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument,
-                            check_sample_quality_argument, final_sample_quality)
+                            check_sample_quality_argument, final_sample_quality,
+                            report_sample_quality)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -103,13 +104,6 @@ def evaluate_iw_log_likelihood(run, encode, decode, k, rows=10_000):
             total += iw_log_likelihood(log_likelihood, mu, logvar, k=k).sum().item()
             n += b
     return total / n
-
-
-def report_sample_quality(run, out):
-    run.print(f"prior samples: classifier-FID {out['fid']:.2f}, inception score "
-              f"{out['inception_score']:.2f} (real test images vs real train images: "
-              f"{out['real_fid']:.2f}, {out['real_inception_score']:.2f}; n = "
-              f"{out['metric_samples']})")
 
 
 # ----------------------------------------------------------------------------- figures
