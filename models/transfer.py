@@ -8,7 +8,7 @@ source task should need far fewer target labels than one trained from scratch.
 
 The epochs of a run (default 6) pretrain the trunk on the source task (digits 0-4
 of the training split; with 2 epochs the margin over scratch at 10 labels per class
-was 1-2 points, with 6 about 3, measured on mnist-10k):
+was 1-2 points, with 6 it was 3-5 over three seeds, on mnist-10k):
   --pretrained classifier   (default) the toolkit's convnet (models/classifier.py:
                             conv-ReLU-pool x2, linear-ReLU = 128 "features") trained
                             with cross-entropy on 5 classes;
