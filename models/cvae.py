@@ -161,7 +161,7 @@ class CVAE(Experiment):
             quality = SampleQuality(self.run, n=self.args.metric_samples)
             k = self.model.n_classes
             x, _ = self.prior_samples(-(-quality.n // k), self.args.seed + 2)  # every class
-            out.update(final_sample_quality(quality, x[:quality.n]))
+            out.update(final_sample_quality(quality, {"": x[:quality.n]}))
             report_sample_quality(self.run, out)
         if self.args.iw_samples:
             out["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(

@@ -272,11 +272,11 @@ class GAN(Experiment):
     def final(self):
         if not self.args.metric_samples:
             return {}
-        out = final_sample_quality(self.quality, self.samples(self.args.metric_samples),
-                                   prefix="gan_")
+        samples = {"gan_": self.samples(self.args.metric_samples)}
         vae = vae_samples(self.run, self.quality.n)
         if vae is not None:
-            out.update({f"vae_{k}": v for k, v in self.quality(vae).items()})
+            samples["vae_"] = vae
+        out = final_sample_quality(self.quality, samples)
         self.run.print("classifier-FID / inception score at n = %d: " % self.quality.n
                        + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "metric_samples"))
         return out

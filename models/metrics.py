@@ -194,11 +194,15 @@ def check_sample_quality_argument(args):
         raise ValueError(f"--metric-samples must be 0 or >= 2, got {args.metric_samples}")
 
 
-def final_sample_quality(quality, samples, prefix=""):
-    """The final-evaluation record of a generative model: its samples' classifier-FID
-    and inception score (keys ``<prefix>fid``, ``<prefix>inception_score``), next to the
-    floor that real images reach at the same n (``real_fid``, ``real_inception_score``)."""
-    out = {f"{prefix}{k}": v for k, v in quality(samples).items()}
+def final_sample_quality(quality, samples):
+    """The final-evaluation record of the generative models of a run. ``samples`` maps a
+    key prefix to generated images, e.g. ``{"gan_": ..., "vae_": ...}`` or ``{"": ...}``;
+    each gets its classifier-FID and inception score (keys ``<prefix>fid``,
+    ``<prefix>inception_score``), next to the floor that real images reach at the same
+    n (``real_fid``, ``real_inception_score``, computed once)."""
+    out = {}
+    for prefix, images in samples.items():
+        out.update({f"{prefix}{k}": v for k, v in quality(images).items()})
     out.update({f"real_{k}": v for k, v in quality.real_floor().items()})
     out["metric_samples"] = quality.n
     return out

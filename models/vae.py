@@ -216,7 +216,7 @@ class VAE(Experiment):
             quality = SampleQuality(self.run, n=self.args.metric_samples)
             with mg.no_grad():
                 h = mg.randn(quality.n, self.args.latent_dim)
-                out.update(final_sample_quality(quality, self.model.decode(h).sigmoid()))
+                out.update(final_sample_quality(quality, {"": self.model.decode(h).sigmoid()}))
             report_sample_quality(self.run, out)
         return out
 

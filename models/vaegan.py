@@ -49,7 +49,7 @@ from models.autoencoder import conv_decoder, conv_encoder, draw_loss_curves, dra
 from models.cli import Experiment, run_cli
 from models.losses import gaussian_kl, reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument,
-                            check_sample_quality_argument)
+                            check_sample_quality_argument, final_sample_quality)
 from models.vae import VAEModel
 
 
@@ -216,13 +216,9 @@ class VAEGAN(Experiment):
     def final(self):
         if not self.args.metric_samples:
             return {}
-        out = {}
-        for name, model in self._models():
-            q = self.quality(self._samples(model.decode, self.quality.n))
-            out.update({f"{name}_{k}": v for k, v in q.items()})
-        out.update({f"real_{k}": v for k, v in self.quality.real_floor().items()})
-        out["metric_samples"] = self.quality.n
-        return out
+        return final_sample_quality(self.quality, {
+            f"{name}_": self._samples(model.decode, self.quality.n)
+            for name, model in self._models()})
 
     def figures(self, epoch, history, final):
         run = self.run

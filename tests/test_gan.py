@@ -168,7 +168,6 @@ def test_gradient_penalty_shape_error(backend_name):
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from models.classifier import ConvNet  # noqa: E402
 from models.cli import run_cli  # noqa: E402
 
 
