@@ -19,7 +19,18 @@ where any implicit conversion to NumPy raises. It stands in for a GPU on
 machines without one: code that would break on CuPy breaks on it too.
 
 Choosing a backend: ``mg.set_backend("cupy")``, ``with mg.backend("cupy"):``,
-or the environment variable ``MINIGRAD_BACKEND`` (read once, at import).
+or the environment variable ``MINIGRAD_BACKEND`` (read when a backend is first
+needed, so a bad value cannot break ``import minigrad``).
+
+Capabilities: what a backend can do beyond the standard is a name in
+``be.capabilities``, so that code above asks "can you?" and never "are you NumPy?":
+
+* ``"strided_views"``: ``be.strided_windows(x, shape, strides)`` gives a zero-copy
+  view with arbitrary element strides (NumPy's ``as_strided``);
+* ``"cpu_blas"``: matrix products run on the host's BLAS, on CPU threads.
+
+This module imports nothing of minigrad: dtypes arrive as names, or as objects
+with a ``.name`` (``minigrad.DType``).
 """
 from __future__ import annotations
 
@@ -30,7 +41,7 @@ import numpy as np
 
 __all__ = ["Backend", "BackendError", "get_backend", "set_backend", "backend", "all_backends",
            "available_backends", "backend_of", "host_array", "format_array", "host_rng",
-           "is_host_array"]
+           "is_host_array", "manual_seed"]
 
 BACKEND_NAMES = ("numpy", "cupy", "strict")
 
@@ -47,10 +58,10 @@ class Backend:
     """
 
     name = "abstract"
+    capabilities = frozenset()
 
     def __init__(self):
-        self._rng = None
-        self.seed(0)
+        self.seed(_seed[0])
 
     # -- creation: every array is made through these, so it lands on our device
     def asarray(self, data, dtype=None):
@@ -86,12 +97,9 @@ class Backend:
     def dtype(self, d):
         """The namespace's dtype object for a name (``"float32"``), a ``minigrad.DType``
         or a dtype of this namespace."""
-        if isinstance(d, str):
-            name = d
-        elif type(d).__module__ == "minigrad.tensor":  # minigrad.DType, without importing it
-            name = d.name
-        else:
-            return d
+        name = d if isinstance(d, str) else getattr(d, "name", None)
+        if not isinstance(name, str):
+            return d  # already a dtype object of some namespace
         name = {"float": "float32", "double": "float64", "long": "int64",
                 "int": "int64", "bool_": "bool"}.get(name, name)
         try:
@@ -138,10 +146,6 @@ class Backend:
     def synchronize(self):
         """Wait for queued device work (for honest timings); no-op on the CPU."""
 
-    def free_memory(self):
-        """Free bytes on the device, or None where not meaningful."""
-        return None
-
     def is_array(self, a):
         return type(a) is self._array_type
 
@@ -151,6 +155,7 @@ class Backend:
 
 class NumpyBackend(Backend):
     name = "numpy"
+    capabilities = frozenset({"strided_views", "cpu_blas"})
 
     def __init__(self):
         self.xp = np
@@ -183,7 +188,8 @@ class NumpyBackend(Backend):
         return self._host_rng.integers(low, high, shape, dtype=self.dtype(dtype))
 
     def strided_windows(self, x, shape, strides):
-        """NumPy-only fast path: a read-only view with the given shape and element strides."""
+        """A read-only view of ``x`` with the given shape and element strides (the
+        ``"strided_views"`` capability)."""
         item = x.itemsize
         return np.lib.stride_tricks.as_strided(
             x, shape, [s * item for s in strides], writeable=False)
@@ -265,8 +271,6 @@ class CupyBackend(Backend):
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
-    def free_memory(self):
-        return self.xp.cuda.runtime.memGetInfo()[0]
 
 
 class StrictBackend(Backend):
@@ -402,12 +406,14 @@ def _size(shape):
 
 _FACTORIES = {"numpy": NumpyBackend, "cupy": CupyBackend, "strict": StrictBackend}
 _instances: dict[str, Backend] = {}
+_current: list[Backend | None] = [None]   # None until a backend is first needed
+_seed = [0]                               # what every new backend is seeded with
 
 
 def get_backend(name: str | Backend | None = None) -> Backend:
     """The backend called ``name`` (created once), or the current one if None."""
     if name is None:
-        return _current[0]
+        return _current[0] or _default_backend()
     if isinstance(name, Backend):
         return name
     if name not in _FACTORIES:
@@ -415,6 +421,16 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     if name not in _instances:
         _instances[name] = _FACTORIES[name]()
     return _instances[name]
+
+
+def _default_backend() -> Backend:
+    """The first current backend: ``$MINIGRAD_BACKEND`` if set, else numpy."""
+    env = os.environ.get("MINIGRAD_BACKEND")
+    try:
+        _current[0] = get_backend(env or "numpy")
+    except (BackendError, ValueError) as e:
+        raise type(e)(f"MINIGRAD_BACKEND={env}: {e}") from None
+    return _current[0]
 
 
 def set_backend(name: str) -> Backend:
@@ -448,21 +464,26 @@ def available_backends() -> list[str]:
 
 def backend_of(a) -> Backend:
     """The backend whose array type ``a`` is."""
-    for b in (_current[0], *_instances.values()):
+    for b in _instances.values():
         if b.is_array(a):
             return b
     raise TypeError(f"{type(a).__name__} is not an array of any minigrad backend")
 
 
-_current = [get_backend("numpy")]
-_env = os.environ.get("MINIGRAD_BACKEND")
-if _env:
-    try:
-        set_backend(_env)
-    except (BackendError, ValueError) as _e:
-        raise type(_e)(f"MINIGRAD_BACKEND={_env}: {_e}") from None
-
-
 def all_backends() -> list[Backend]:
     """The backends created so far in this process."""
     return list(_instances.values())
+
+
+def manual_seed(n: int):
+    """Seed every backend's generator with ``n``: those created so far, and those
+    created later (PyTorch's ``torch.manual_seed``, with its range: a negative seed
+    maps to 2**64 - 1 + n)."""
+    n = int(n)
+    if not -2 ** 63 <= n < 2 ** 64:
+        raise ValueError(f"manual_seed: seed must be in [-2**63, 2**64), got {n}")
+    if n < 0:
+        n += 2 ** 64 - 1
+    _seed[0] = n
+    for b in _instances.values():
+        b.seed(n)

@@ -34,9 +34,8 @@ exactly the input's shape.
 
 Layout: the padded input is copied once to NHWC and the columns are
 (N, Ho, Wo, kh, kw, C), so each slice copy moves runs of C contiguous numbers
-in both source and destination; in NumPy that is ~2x faster than the
-(C, kh, kw) order. The GEMM output (N*Ho*Wo, O) is returned as an NCHW view
-of NHWC memory (a free ``permute_dims``), which the next conv reads
+in both source and destination. The GEMM output (N*Ho*Wo, O) is returned as an
+NCHW view of NHWC memory (a free ``permute_dims``), which the next conv reads
 contiguously.
 
 Sizes (PyTorch's formulas, floor division):
@@ -46,26 +45,16 @@ Sizes (PyTorch's formulas, floor division):
 
 Gradients: convolution is bilinear in (x, w). Three ops call each other:
 
-    y  = conv2d(x, w)               the forward
-    gx = conv_transpose2d(gy, w)    d<y, gy>/dx   (col2im of gy @ W^T)
-    gw = conv2d_weight(x, gy)       d<y, gy>/dw   (gy^T @ cols)
+    y  = conv2d(x, w)               the forward:  im2col(x) @ W
+    gx = conv_transpose2d(gy, w)    d<y, gy>/dx:  col2im(gy @ W^T)
+    gw = conv2d_weight(x, gy)       d<y, gy>/dw:  gy^T @ im2col(x)
 
 and the backward of each is made of the other two, so gradients of
 gradients (WGAN-GP, gradgradcheck) are just more convolutions.
 
-Speed (measured with ``python -m benchmarks.bench_conv``; each choice below is
-one the measurements made, on NumPy + OpenBLAS, 2 shared cores):
-
-* one GEMM per conv for the whole batch, float32 kept float32;
-* NumPy only: im2col through one ``as_strided`` view and one copy (backend's
-  ``strided_windows``), 3-5x faster than the slices for C >= 32; the slices are
-  the standard path (CuPy, strict) and are tested on strict;
-* strided convs with C >= 16: the input gradient (= the transposed conv's
-  forward) is computed as s*s sub-pixel phases by one GEMM, with no col2im;
-* the weight gradient is (cols^T gy)^T, summed over row blocks when narrow,
-  to dodge OpenBLAS thread stalls on long reductions;
-* im2col(x) is kept from the forward for the weight gradient, and gy is
-  transposed once for both gradient GEMMs.
+Faster versions of ``im2col``, ``input_grad`` and ``weight_grad`` for some
+backends and shapes live in ``minigrad/kernels/conv.py``; they compute the same
+numbers and this file never calls them directly.
 """
 from __future__ import annotations
 
@@ -82,7 +71,7 @@ __all__ = ["im2col", "col2im", "conv2d", "conv_transpose2d", "max_pool2d", "avg_
 
 
 # ----------------------------------------------------------------------------- geometry
-class _Geom(NamedTuple):
+class Geom(NamedTuple):
     """Kernel size, stride, dilation and padding (top, bottom, left, right)."""
     kh: int
     kw: int
@@ -97,7 +86,8 @@ class _Geom(NamedTuple):
     groups: int = 1
 
 
-def _pair(v, name, fn, minimum=0):
+def int_pair(v, name, fn, minimum=0):
+    """``3`` or ``(3, 3)`` -> (3, 3), checked: the error names ``fn`` and ``name``."""
     if isinstance(v, Tensor) or isinstance(v, bool):
         raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
     if isinstance(v, int):
@@ -123,20 +113,21 @@ def conv_transpose_output_size(size, kernel, stride=1, padding=0, output_padding
     return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def _out_hw(h, w, g: _Geom):
+def output_hw(h, w, g: Geom):
+    """(Ho, Wo) of a convolution with geometry ``g`` over an H x W input."""
     return ((h + g.pt + g.pb - g.dh * (g.kh - 1) - 1) // g.sh + 1,
             (w + g.pl + g.pr - g.dw * (g.kw - 1) - 1) // g.sw + 1)
 
 
-def _window(a, i, j, g: _Geom, ho, wo, channels_last):
+def _window(a, i, j, g: Geom, ho, wo, channels_last):
     """The strided slice of (padded) ``a`` that kernel offset (i, j) sees in every window."""
     rows = slice(i * g.dh, i * g.dh + g.sh * (ho - 1) + 1, g.sh)
     cols = slice(j * g.dw, j * g.dw + g.sw * (wo - 1) + 1, g.sw)
     return a[:, rows, cols, :] if channels_last else a[:, :, rows, cols]
 
 
-# ----------------------------------------------------------------------------- array kernels
-def _padded_nhwc(be, x, g: _Geom):
+# ----------------------------------------------------------------------------- array functions
+def padded_nhwc(be, x, g: Geom):
     """One contiguous NHWC copy of x (N, C, H, W) with the zero padding around it."""
     n, c, h, w = x.shape
     buf = be.zeros((n, h + g.pt + g.pb, w + g.pl + g.pr, c), x.dtype)
@@ -144,129 +135,85 @@ def _padded_nhwc(be, x, g: _Geom):
     return buf
 
 
-def _im2col_nhwc(be, xpad, g: _Geom, ho, wo):
-    """Columns (N*Ho*Wo, kh*kw*C) from a padded NHWC array (kh*kw strided copies)."""
-    xp = be.xp
+def im2col_nhwc(be, xpad, g: Geom, ho, wo):
+    """Columns (N*Ho*Wo, kh*kw*C) from a padded NHWC array: kh*kw strided copies."""
     n, hp, wp, c = xpad.shape
-    windows = getattr(be, "strided_windows", None)
-    if windows is not None and c * g.kw >= 8:
-        # NumPy only: the windows as one as_strided view, copied by one reshape. Its inner
-        # loop runs over kw*C contiguous numbers (dilation 1) instead of C: 3-5x faster
-        # than the slices below for C >= 32, slower for C = 1 (measured).
-        view = windows(xpad, (n, ho, wo, g.kh, g.kw, c),
-                       (hp * wp * c, g.sh * wp * c, g.sw * c, g.dh * wp * c, g.dw * c, 1))
-        return xp.reshape(view, (n * ho * wo, g.kh * g.kw * c))
     cols = be.zeros((n, ho, wo, g.kh, g.kw, c), xpad.dtype)
     for i in range(g.kh):
         for j in range(g.kw):
             cols[:, :, :, i, j, :] = _window(xpad, i, j, g, ho, wo, True)
-    return xp.reshape(cols, (n * ho * wo, g.kh * g.kw * c))
+    return be.xp.reshape(cols, (n * ho * wo, g.kh * g.kw * c))
 
 
-def _col2im_nhwc(be, cols, shape, g: _Geom):
-    """Adjoint of ``_im2col_nhwc``: sum columns (N, Ho, Wo, kh, kw, C) back into an
+def col2im_nhwc(be, cols, shape, g: Geom):
+    """Adjoint of ``im2col_nhwc``: sum columns (N, Ho, Wo, kh, kw, C) back into an
     (N, C, H, W) array of the given ``shape``; padding is cropped off."""
-    xp = be.xp
     n, c, h, w = shape
     _, ho, wo = cols.shape[:3]
     buf = be.zeros((n, h + g.pt + g.pb, w + g.pl + g.pr, c), cols.dtype)
     for i in range(g.kh):
         for j in range(g.kw):
-            rows = slice(i * g.dh, i * g.dh + g.sh * (ho - 1) + 1, g.sh)
-            cs = slice(j * g.dw, j * g.dw + g.sw * (wo - 1) + 1, g.sw)
-            buf[:, rows, cs, :] += cols[:, :, :, i, j, :]
-    return xp.permute_dims(buf[:, g.pt:g.pt + h, g.pl:g.pl + w, :], (0, 3, 1, 2))
+            buf[:, i * g.dh:i * g.dh + g.sh * (ho - 1) + 1:g.sh,
+                j * g.dw:j * g.dw + g.sw * (wo - 1) + 1:g.sw, :] += cols[:, :, :, i, j, :]
+    return be.xp.permute_dims(buf[:, g.pt:g.pt + h, g.pl:g.pl + w, :], (0, 3, 1, 2))
 
 
-def _input_grad_subpixel(be, gy, w, shape, g: _Geom):
-    """conv2d's input gradient for stride > 1 (dilation 1, one group) without col2im.
-
-    Padded input row u = s*U + a (phase a < s) is reached by the taps i = s*i2 + a
-    of the windows U - i2, so every phase is a stride-1 correlation of gy with a
-    flipped sub-kernel of k' = ceil(k/s) taps. All s*s phases share one im2col of gy
-    and come out of ONE GEMM whose columns are (a, b, c):
-
-        gxpad[n, s*U + a, s*V + b, c] =
-            sum_{o, t, t'} gyp[n, U + t, V + t', o] * W[o, c, s(k'-1-t) + a, s(k'-1-t') + b]
-
-    with gyp = gy padded by k'-1 (W is zero beyond k). Same flops as GEMM + col2im,
-    but no (N*Ho*Wo, kh*kw*C) buffer and no kh*kw strided read-modify-writes."""
-    xp = be.xp
-    n, c, h, wd = shape
-    _, o, ho, wo = gy.shape
-    kqh, kqw = -(-g.kh // g.sh), -(-g.kw // g.sw)
-    hq = -(-(h + g.pt + g.pb) // g.sh)
-    wq = -(-(wd + g.pl + g.pr) // g.sw)
-    gpad = _Geom(kqh, kqw, 1, 1, 1, 1, kqh - 1, hq - ho, kqw - 1, wq - wo)
-    cols = _im2col_nhwc(be, _padded_nhwc(be, gy, gpad), gpad, hq, wq)    # (N*Hq*Wq, k'k'O)
-    wz = w
-    if (kqh * g.sh, kqw * g.sw) != (g.kh, g.kw):
-        wz = be.zeros((o, c, kqh * g.sh, kqw * g.sw), w.dtype)
-        wz[:, :, :g.kh, :g.kw] = w
-    wz = xp.flip(xp.reshape(wz, (o, c, kqh, g.sh, kqw, g.sw)), axis=(2, 4))
-    wmat = xp.reshape(xp.permute_dims(wz, (2, 4, 0, 3, 5, 1)), (kqh * kqw * o, g.sh * g.sw * c))
-    phases = xp.reshape(xp.matmul(cols, wmat), (n, hq, wq, g.sh, g.sw, c))
-    gxpad = xp.reshape(xp.permute_dims(phases, (0, 1, 3, 2, 4, 5)), (n, hq * g.sh, wq * g.sw, c))
-    return xp.permute_dims(gxpad[:, g.pt:g.pt + h, g.pl:g.pl + wd, :], (0, 3, 1, 2))
-
-
-def _rows_nhwc(xp, a):
+def rows_nhwc(xp, a):
     """(N, C, H, W) -> (N*H*W, C): free when ``a`` is an NCHW view of NHWC memory."""
     n, c, h, w = a.shape
     return xp.reshape(xp.permute_dims(a, (0, 2, 3, 1)), (n * h * w, c))
 
 
-def _gemm_forward(xp, cols, w, groups):
-    """(M, kh*kw*C) @ weight (O, C/G, kh, kw) -> (M, O), one GEMM per group."""
+def _grouped(xp, a, groups):
+    """(M, G*K) -> (G, M, K): the columns of each group as its own matrix."""
+    m = a.shape[0]
+    return xp.permute_dims(xp.reshape(a, (m, groups, -1)), (1, 0, 2))
+
+
+def _weight_matrix(xp, w, groups):
+    """Weight (O, C/G, kh, kw) -> (G, kh*kw*C/G, O/G), rows ordered (i, j, c) like cols."""
     o, cg, kh, kw = w.shape
+    return xp.reshape(xp.permute_dims(xp.reshape(w, (groups, o // groups, cg, kh, kw)),
+                                      (0, 3, 4, 2, 1)), (groups, kh * kw * cg, o // groups))
+
+
+def _cols_by_group(xp, cols, kh, kw, groups):
+    """Columns (M, kh*kw*C) -> (G, M, kh*kw*C/G): each group's channels, offsets first."""
     m = cols.shape[0]
-    if groups == 1:
-        return xp.matmul(cols, xp.reshape(xp.permute_dims(w, (2, 3, 1, 0)), (kh * kw * cg, o)))
-    og = o // groups
-    cols_g = xp.reshape(xp.permute_dims(xp.reshape(cols, (m, kh * kw, groups, cg)), (2, 0, 1, 3)),
-                        (groups, m, kh * kw * cg))
-    w_g = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, og, cg, kh, kw)), (0, 3, 4, 2, 1)),
-                     (groups, kh * kw * cg, og))
-    return xp.reshape(xp.permute_dims(xp.matmul(cols_g, w_g), (1, 0, 2)), (m, o))
+    return xp.reshape(xp.permute_dims(xp.reshape(cols, (m, kh * kw, groups, -1)), (2, 0, 1, 3)),
+                      (groups, m, -1))
 
 
-def _gemm_input_grad(xp, gy2d, w, groups):
-    """(M, O) @ weight^T -> columns (M, kh*kw*C)."""
-    o, cg, kh, kw = w.shape
-    m = gy2d.shape[0]
-    if groups == 1:
-        return xp.matmul(gy2d, xp.reshape(xp.permute_dims(w, (0, 2, 3, 1)), (o, kh * kw * cg)))
-    og = o // groups
-    gy_g = xp.permute_dims(xp.reshape(gy2d, (m, groups, og)), (1, 0, 2))
-    w_g = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, og, cg, kh, kw)), (0, 1, 3, 4, 2)),
-                     (groups, og, kh * kw * cg))
-    gc = xp.reshape(xp.matmul(gy_g, w_g), (groups, m, kh * kw, cg))
-    return xp.reshape(xp.permute_dims(gc, (1, 2, 0, 3)), (m, kh * kw * groups * cg))
+def forward_gemm(be, cols, w, groups):
+    """y = cols @ W per group: (M, kh*kw*C) and weight (O, C/G, kh, kw) -> (M, O)."""
+    xp = be.xp
+    o, _, kh, kw = w.shape
+    y = xp.matmul(_cols_by_group(xp, cols, kh, kw, groups), _weight_matrix(xp, w, groups))
+    return xp.reshape(xp.permute_dims(y, (1, 0, 2)), (cols.shape[0], o))
 
 
-def _gemm_weight_grad(xp, gy2d, cols, w_shape, groups, chunk_rows=None):
-    """gy^T (O, M) @ cols (M, kh*kw*C) -> weight gradient (O, C/G, kh, kw).
-    ``chunk_rows``: sum the product over row blocks of that size (see the caller)."""
+def input_grad(be, gy, w, x_shape, g: Geom):
+    """d<conv2d(x, w), gy>/dx = col2im(gy @ W^T): the transposed convolution of gy,
+    onto an input of shape ``x_shape`` (N, C, H, W)."""
+    xp = be.xp
+    n, o, ho, wo = gy.shape
+    kh, kw, groups = g.kh, g.kw, g.groups
+    wmat = xp.permute_dims(_weight_matrix(xp, w, groups), (0, 2, 1))         # (G, O/G, kh*kw*C/G)
+    gcols = xp.matmul(_grouped(xp, rows_nhwc(xp, gy), groups), wmat)   # (G, M, kh*kw*C/G)
+    gcols = xp.reshape(gcols, (groups, n * ho * wo, kh * kw, -1))
+    gcols = xp.reshape(xp.permute_dims(gcols, (1, 2, 0, 3)), (n, ho, wo, kh, kw, x_shape[1]))
+    return col2im_nhwc(be, gcols, x_shape, g)
+
+
+def weight_grad(be, gy_rows, cols, w_shape, groups):
+    """d<conv2d(x, w), gy>/dw = gy^T @ im2col(x), from gy as (N*Ho*Wo, O) rows and the
+    columns (N*Ho*Wo, kh*kw*C), shaped like the weight (O, C/G, kh, kw)."""
+    xp = be.xp
     o, cg, kh, kw = w_shape
-    m = gy2d.shape[0]
-    # Computed as (cols^T @ gy)^T: with the long M axis as the reduction, OpenBLAS on
-    # two busy cores was 5-15x slower for gy^T @ cols than for this orientation.
-    if groups == 1:
-        colsT = xp.permute_dims(cols, (1, 0))
-        if chunk_rows is None or chunk_rows >= m:
-            gw = xp.matmul(colsT, gy2d)                                         # (K, O)
-        else:
-            gw = xp.matmul(colsT[:, :chunk_rows], gy2d[:chunk_rows, :])
-            for start in range(chunk_rows, m, chunk_rows):
-                stop = start + chunk_rows
-                gw += xp.matmul(colsT[:, start:stop], gy2d[start:stop, :])
-        return xp.permute_dims(xp.reshape(gw, (kh, kw, cg, o)), (3, 2, 0, 1))
-    og = o // groups
-    gy_g = xp.permute_dims(xp.reshape(gy2d, (m, groups, og)), (1, 0, 2))        # (G, M, Og)
-    cols_g = xp.permute_dims(xp.reshape(cols, (m, kh * kw, groups, cg)), (2, 1, 3, 0))
-    gw = xp.matmul(xp.reshape(cols_g, (groups, kh * kw * cg, m)), gy_g)        # (G, K, Og)
-    gw = xp.permute_dims(xp.reshape(gw, (groups, kh, kw, cg, og)), (0, 4, 3, 1, 2))
-    return xp.reshape(gw, (o, cg, kh, kw))
+    cols_g = xp.permute_dims(_cols_by_group(xp, cols, kh, kw, groups), (0, 2, 1))  # (G, K, M)
+    gw = xp.matmul(cols_g, _grouped(xp, gy_rows, groups))                   # (G, K, O/G)
+    gw = xp.reshape(gw, (groups, kh, kw, cg, o // groups))
+    return xp.reshape(xp.permute_dims(gw, (0, 4, 3, 1, 2)), (o, cg, kh, kw))
 
 
 # ----------------------------------------------------------------------------- public array API
@@ -277,11 +224,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     be = _backend_of(x)
     g = _geom(kernel_size, stride, padding, dilation, "im2col")
     n, c, h, w = x.shape
-    ho, wo = _out_hw(h, w, g)
+    ho, wo = output_hw(h, w, g)
     if ho < 1 or wo < 1:
         raise ValueError(f"im2col: kernel {(g.kh, g.kw)} (dilation {(g.dh, g.dw)}) is larger "
                          f"than the padded input {(h + g.pt + g.pb, w + g.pl + g.pr)}")
-    cols = _im2col_nhwc(be, _padded_nhwc(be, x, g), g, ho, wo)
+    cols = im2col_nhwc(be, padded_nhwc(be, x, g), g, ho, wo)
     return be.xp.reshape(cols, (n, ho, wo, g.kh, g.kw, c))
 
 
@@ -291,73 +238,62 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
     be = _backend_of(cols)
     g = _geom(kernel_size, stride, padding, dilation, "col2im")
     n, c, h, w = input_shape
-    ho, wo = _out_hw(h, w, g)
+    ho, wo = output_hw(h, w, g)
     want = (n, ho, wo, g.kh, g.kw, c)
     if tuple(cols.shape) != want:
         raise ValueError(f"col2im: columns of shape {tuple(cols.shape)} do not match input_shape "
                          f"{tuple(input_shape)} (expected {want})")
-    return _col2im_nhwc(be, cols, input_shape, g)
+    return col2im_nhwc(be, cols, input_shape, g)
 
 
 def _geom(kernel_size, stride, padding, dilation, fn, groups=1):
-    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
-    sh, sw = _pair(stride, "stride", fn, 1)
-    ph, pw = _pair(padding, "padding", fn, 0)
-    dh, dw = _pair(dilation, "dilation", fn, 1)
-    return _Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
+    kh, kw = int_pair(kernel_size, "kernel_size", fn, 1)
+    sh, sw = int_pair(stride, "stride", fn, 1)
+    ph, pw = int_pair(padding, "padding", fn, 0)
+    dh, dw = int_pair(dilation, "dilation", fn, 1)
+    return Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
 
 
 # ----------------------------------------------------------------------------- Functions
 class _Conv2d(Function):
-    """y = conv2d(x, w) + b. ``out_hw`` crops the output to the first Ho x Wo windows
-    (used by the transposed conv's backward when output_padding made it larger);
-    ``cols`` may pass im2col(x) already built."""
+    """y = conv2d(x, w) + b = im2col(x) @ W + b.
+
+    ``out_hw`` crops the output to the first Ho x Wo windows (the transposed conv's
+    backward needs that when output_padding made its output larger); ``cols`` passes
+    im2col(x) when the caller has it already."""
 
     def forward(self, x, w, b=None, geom=None, out_hw=None, cols=None):
         be, xp = self._backend, self.xp
         n, _, h, wd = x.shape
-        ho, wo = out_hw or _out_hw(h, wd, geom)
-        o = w.shape[0]
+        ho, wo = out_hw or output_hw(h, wd, geom)
         if cols is None:
-            cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
-        y = _gemm_forward(xp, cols, w, geom.groups)
+            cols = im2col_nhwc(be, padded_nhwc(be, x, geom), geom, ho, wo)
+        y = forward_gemm(be, cols, w, geom.groups)
         if b is not None:
             y += b
-        self.geom, self.cols = geom, cols
-        return xp.permute_dims(xp.reshape(y, (n, ho, wo, o)), (0, 3, 1, 2))
+        self.geom, self.cols = geom, cols      # backward's weight gradient reuses the columns
+        return xp.permute_dims(xp.reshape(y, (n, ho, wo, w.shape[0])), (0, 3, 1, 2))
 
     def backward(self, gy):
         x, w = self.inputs[:2]
         need = self.needs_input_grad
-        # gy as (N*Ho*Wo, O) rows feeds both GEMMs: transpose it once
-        rows = _rows_nhwc(self.xp, gy.data) if need[0] and need[1] else None
-        gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:], gy_rows=rows) \
-            if need[0] else None
-        gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape, cols=self.cols,
-                                 gy_rows=rows) if need[1] else None
+        gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:]) if need[0] else None
+        gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape,
+                                 cols=self.cols) if need[1] else None
         gb = _ops.sum(gy, axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
 
 class _ConvTranspose2d(Function):
-    """gx = conv_transpose2d(gy, w) + b: the adjoint of conv2d in x, onto an output of
-    spatial size ``x_hw``."""
+    """y = conv_transpose2d(gy, w) + b = col2im(gy @ W^T) + b: the adjoint of conv2d
+    in x, onto an output of spatial size ``x_hw``."""
 
-    def forward(self, gy, w, b=None, geom=None, x_hw=None, gy_rows=None):
-        be, xp = self._backend, self.xp
-        n, o, ho, wo = gy.shape
+    def forward(self, gy, w, b=None, geom=None, x_hw=None):
+        n = gy.shape[0]
         c = w.shape[1] * geom.groups
-        if geom.groups == 1 and geom.dh == geom.dw == 1 and geom.sh * geom.sw > 1 and c >= 16:
-            # measured 1.3-2.4x faster than GEMM + col2im for C >= 32; slower for C = 1,
-            # where its GEMM is only s*s*C columns wide
-            gx = _input_grad_subpixel(be, gy, w, (n, c) + tuple(x_hw), geom)
-        else:
-            rows = _rows_nhwc(xp, gy) if gy_rows is None else gy_rows
-            gcols = _gemm_input_grad(xp, rows, w, geom.groups)
-            gcols = xp.reshape(gcols, (n, ho, wo, geom.kh, geom.kw, c))
-            gx = _col2im_nhwc(be, gcols, (n, c) + tuple(x_hw), geom)
+        gx = input_grad(self._backend, gy, w, (n, c) + tuple(x_hw), geom)
         if b is not None:
-            gx = gx + xp.reshape(b, (1, c, 1, 1))
+            gx = gx + self.xp.reshape(b, (1, c, 1, 1))
         self.geom = geom
         return gx
 
@@ -367,8 +303,7 @@ class _ConvTranspose2d(Function):
         cols = None
         if need[0] and need[1]:  # both gradients read im2col(g): build it once
             be = self._backend
-            cols = _im2col_nhwc(be, _padded_nhwc(be, g.data, self.geom), self.geom,
-                                *gy.shape[2:])
+            cols = im2col_nhwc(be, padded_nhwc(be, g.data, self.geom), self.geom, *gy.shape[2:])
         dgy = _Conv2d.apply(g, w, geom=self.geom, out_hw=gy.shape[2:], cols=cols) \
             if need[0] else None
         dw = _Conv2dWeight.apply(g, gy, geom=self.geom, w_shape=w.shape, cols=cols) \
@@ -379,24 +314,14 @@ class _ConvTranspose2d(Function):
 
 class _Conv2dWeight(Function):
     """gw = d<conv2d(x, w), gy>/dw = gy^T @ im2col(x), shaped like the weight.
-    ``cols`` / ``gy_rows`` may pass im2col(x) / gy as (N*Ho*Wo, O) rows, already built."""
+    ``cols`` passes im2col(x) when the caller has it already."""
 
-    def forward(self, x, gy, geom=None, w_shape=None, cols=None, gy_rows=None):
-        be, xp = self._backend, self.xp
-        ho, wo = gy.shape[2:]
+    def forward(self, x, gy, geom=None, w_shape=None, cols=None):
+        be = self._backend
         if cols is None:
-            cols = _im2col_nhwc(be, _padded_nhwc(be, x, geom), geom, ho, wo)
+            cols = im2col_nhwc(be, padded_nhwc(be, x, geom), geom, *gy.shape[2:])
         self.geom = geom
-        rows = _rows_nhwc(xp, gy) if gy_rows is None else gy_rows
-        chunk = None
-        k_by_o = cols.shape[1] * rows.shape[1]
-        if be.name == "numpy" and k_by_o <= 4096:
-            # A narrow GEMM with a long reduction (K*O small, M = N*Ho*Wo large) is
-            # memory-bound, and multithreaded OpenBLAS on busy cores had multi-second
-            # stalls on it (K=9, O=32: median 23 ms, worst 6.6 s of 25 runs). Blocks of
-            # under 2^18 multiply-adds run single-threaded: worst 21 ms (measured).
-            chunk = max(64, (1 << 18) // k_by_o - 1)
-        return _gemm_weight_grad(xp, rows, cols, w_shape, geom.groups, chunk)
+        return weight_grad(be, rows_nhwc(self.xp, gy), cols, w_shape, geom.groups)
 
     def backward(self, g):
         x, gy = self.inputs
@@ -423,6 +348,29 @@ def _check_tensors(fn, x, weight, bias):
                         + " must have the same floating-point dtype")
 
 
+def _check_channels(fn, x, weight, bias, groups, transposed):
+    """The channel counts of input, weight and bias fit together for ``groups``.
+    conv2d's weight is (O, C/G, kh, kw); conv_transpose2d's is (C, O/G, kh, kw)."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{fn}: groups={groups!r} must be a positive int")
+    c = x.shape[1]
+    a, b = weight.shape[:2]
+    split, role = (a, "in_channels") if transposed else (a, "out_channels")
+    if split % groups:
+        raise ValueError(f"{fn}: groups={groups} must divide {role} = weight.shape[0] = "
+                         f"{split} (weight shape {weight.shape})")
+    expected = a if transposed else b * groups
+    if c != expected:
+        raise ValueError(f"{fn}: input has {c} channels (shape {x.shape}) but weight of shape "
+                         f"{weight.shape} with groups={groups} expects "
+                         f"{'weight.shape[0]' if transposed else 'weight.shape[1] * groups'} "
+                         f"= {expected}")
+    out = b * groups if transposed else a
+    if bias is not None and bias.shape != (out,):
+        raise ValueError(f"{fn}: bias must have shape ({out},) for weight {weight.shape} and "
+                         f"groups={groups}, got {bias.shape}")
+
+
 def _batched(x):
     return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
 
@@ -440,8 +388,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_tensors(fn, x, weight, bias)
     x, unbatched = _batched(x)
     kh, kw = weight.shape[2:]
-    sh, sw = _pair(stride, "stride", fn, 1)
-    dh, dw = _pair(dilation, "dilation", fn, 1)
+    sh, sw = int_pair(stride, "stride", fn, 1)
+    dh, dw = int_pair(dilation, "dilation", fn, 1)
     if isinstance(padding, str):
         if padding == "valid":
             pads = (0, 0, 0, 0)
@@ -454,24 +402,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             raise ValueError(f"{fn}: padding must be an int, a pair, 'same' or 'valid', "
                              f"got {padding!r}")
     else:
-        ph, pw = _pair(padding, "padding", fn, 0)
+        ph, pw = int_pair(padding, "padding", fn, 0)
         pads = (ph, ph, pw, pw)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
-    n, c, h, w = x.shape
-    o, cg = weight.shape[:2]
-    if o % groups:
-        raise ValueError(f"{fn}: groups={groups} must divide out_channels = weight.shape[0] = "
-                         f"{o} (weight shape {weight.shape})")
-    if c != cg * groups:
-        raise ValueError(f"{fn}: input has {c} channels (shape {x.shape}) but weight of shape "
-                         f"{weight.shape} with groups={groups} expects weight.shape[1] * groups "
-                         f"= {cg * groups}")
-    if bias is not None and bias.shape != (o,):
-        raise ValueError(f"{fn}: bias must have shape ({o},) for weight {weight.shape}, got "
-                         f"{bias.shape}")
-    g = _Geom(kh, kw, sh, sw, dh, dw, *pads, groups)
-    ho, wo = _out_hw(h, w, g)
+    _check_channels(fn, x, weight, bias, groups, transposed=False)
+    g = Geom(kh, kw, sh, sw, dh, dw, *pads, groups)
+    h, w = x.shape[2:]
+    ho, wo = output_hw(h, w, g)
     if ho < 1 or wo < 1:
         raise ValueError(f"{fn}: kernel {(kh, kw)} with dilation {(dh, dw)} spans "
                          f"{(dh * (kh - 1) + 1, dw * (kw - 1) + 1)}, larger than the padded "
@@ -497,37 +433,26 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     _check_tensors(fn, x, weight, bias)
     x, unbatched = _batched(x)
     kh, kw = weight.shape[2:]
-    sh, sw = _pair(stride, "stride", fn, 1)
-    dh, dw = _pair(dilation, "dilation", fn, 1)
+    sh, sw = int_pair(stride, "stride", fn, 1)
+    dh, dw = int_pair(dilation, "dilation", fn, 1)
     if isinstance(padding, str):
         raise ValueError(f"{fn}: padding must be an int or a pair (no strings for the "
                          f"transposed conv), got {padding!r}")
-    ph, pw = _pair(padding, "padding", fn, 0)
-    oph, opw = _pair(output_padding, "output_padding", fn, 0)
+    ph, pw = int_pair(padding, "padding", fn, 0)
+    oph, opw = int_pair(output_padding, "output_padding", fn, 0)
     for name, op, s, d in (("height", oph, sh, dh), ("width", opw, sw, dw)):
         if op >= s and op >= d:
             raise ValueError(f"{fn}: output_padding {output_padding!r} must be smaller than "
                              f"stride {stride!r} or dilation {dilation!r} ({name}: "
                              f"{op} >= {s} and {op} >= {d})")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
-    n, c, h, w = x.shape
-    cin, cog = weight.shape[:2]
-    if cin % groups:
-        raise ValueError(f"{fn}: groups={groups} must divide in_channels = weight.shape[0] = "
-                         f"{cin} (weight shape {weight.shape})")
-    if c != cin:
-        raise ValueError(f"{fn}: input has {c} channels (shape {x.shape}) but weight of shape "
-                         f"{weight.shape} expects weight.shape[0] = {cin}")
-    if bias is not None and bias.shape != (cog * groups,):
-        raise ValueError(f"{fn}: bias must have shape ({cog * groups},) for weight "
-                         f"{weight.shape} and groups={groups}, got {bias.shape}")
+    _check_channels(fn, x, weight, bias, groups, transposed=True)
+    h, w = x.shape[2:]
     ho = conv_transpose_output_size(h, kh, sh, ph, oph, dh)
     wo = conv_transpose_output_size(w, kw, sw, pw, opw, dw)
     if ho < 1 or wo < 1:
         raise ValueError(f"{fn}: output size {(ho, wo)} is not positive for input {x.shape}, "
                          f"weight {weight.shape}, stride {stride!r}, padding {padding!r}")
-    g = _Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
+    g = Geom(kh, kw, sh, sw, dh, dw, ph, ph, pw, pw, groups)
     args = (x, weight) if bias is None else (x, weight, bias)
     y = _ConvTranspose2d.apply(*args, geom=g, x_hw=(ho, wo))
     return y.squeeze(0) if unbatched else y
@@ -540,15 +465,15 @@ def _pool_geom(fn, x, kernel_size, stride, padding):
     if x.ndim not in (3, 4):
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
                          f"{x.shape}")
-    kh, kw = _pair(kernel_size, "kernel_size", fn, 1)
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride", fn, 1)
-    ph, pw = _pair(padding, "padding", fn, 0)
+    kh, kw = int_pair(kernel_size, "kernel_size", fn, 1)
+    sh, sw = int_pair(kernel_size if stride is None else stride, "stride", fn, 1)
+    ph, pw = int_pair(padding, "padding", fn, 0)
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(f"{fn}: padding {padding!r} must be at most half the kernel size "
                          f"{kernel_size!r}")
-    g = _Geom(kh, kw, sh, sw, 1, 1, ph, ph, pw, pw)
+    g = Geom(kh, kw, sh, sw, 1, 1, ph, ph, pw, pw)
     h, w = x.shape[-2:]
-    ho, wo = _out_hw(h, w, g)
+    ho, wo = output_hw(h, w, g)
     if ho < 1 or wo < 1:
         raise ValueError(f"{fn}: kernel {(kh, kw)} is larger than the padded input "
                          f"{(h + 2 * ph, w + 2 * pw)} (input shape {x.shape}, padding "
@@ -556,7 +481,7 @@ def _pool_geom(fn, x, kernel_size, stride, padding):
     return g, (ho, wo)
 
 
-def _pad_nchw(be, a, g: _Geom, value):
+def _pad_nchw(be, a, g: Geom, value):
     if g.pt == g.pb == g.pl == g.pr == 0:
         return a
     n, c, h, w = a.shape
@@ -565,7 +490,7 @@ def _pad_nchw(be, a, g: _Geom, value):
     return buf
 
 
-def _spread_nchw(be, parts, shape, g: _Geom, dtype):
+def _spread_nchw(be, parts, shape, g: Geom, dtype):
     """Sum ``parts(i, j)`` (N, C, Ho, Wo) back onto the windows' positions: col2im in NCHW."""
     n, c, h, w = shape
     buf = be.zeros((n, c, h + g.pt + g.pb, w + g.pl + g.pr), dtype)
@@ -740,7 +665,7 @@ def interpolate(x, scale_factor=2, mode="nearest", *, size=None):
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     n, c, h, w = x.shape
     if size is not None:
-        oh, ow = _pair(size, "size", fn, 1)
+        oh, ow = int_pair(size, "size", fn, 1)
         if oh % h == 0 and ow % w == 0:
             scale_factor = (oh // h, ow // w)
         else:

@@ -1,17 +1,12 @@
 """Tensor factories (PyTorch's names), all on the current backend unless ``backend=``."""
 from __future__ import annotations
 
-from .backend import get_backend as _get_backend, all_backends as _all_backends
-from .tensor import Tensor, _dtype_of
+from .backend import get_backend as _get_backend, manual_seed  # noqa: F401 (mg.manual_seed)
+from .ops import _shape_args as _shape
+from .tensor import Tensor
 
 __all__ = ["zeros", "ones", "full", "full_like", "arange", "eye", "rand", "randn", "randint",
            "manual_seed", "from_numpy"]
-
-
-def _shape(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(int(s) for s in shape)
 
 
 def _leaf(array, be, requires_grad):
@@ -74,16 +69,7 @@ def randint(low, high=None, size=(), dtype="int64", backend=None):
     return _leaf(be.integers(low, high, _shape((size,)), dtype=dtype), be, False)
 
 
-def manual_seed(n: int):
-    """Seed the random generator of every backend that has been created."""
-    for b in _all_backends():
-        b.seed(n)
-
-
 def from_numpy(a, backend=None):
     """A tensor from a NumPy array (shared memory on the numpy backend, as in PyTorch)."""
     be = _get_backend(backend)
-    return _leaf(be.from_numpy(a) if be.name != "numpy" else a, be, False)
-
-
-del _dtype_of
+    return _leaf(be.from_numpy(a), be, False)

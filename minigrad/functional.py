@@ -6,10 +6,9 @@ with ``reduction`` one of ``"mean"`` (default), ``"sum"``, ``"none"``.
 
 The hot paths (``linear``, ``cross_entropy``, ``binary_cross_entropy[_with_logits]``,
 ``batch_norm``) are single Functions: one graph node, a forward with few array
-temporaries, and a backward written in Tensor ops (so they can be differentiated
-twice). Their backward uses the values saved by forward when no graph of the
-backward is being recorded, and recomputes them with Tensor ops from the inputs
-when one is (``create_graph=True``), so second derivatives see every dependence.
+temporaries, and ONE backward written in Tensor ops, so it can be differentiated
+again. (Where no graph of the backward is recorded, ``minigrad/kernels/losses.py``
+computes the same gradients on arrays, in fewer passes.)
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  #
                    interpolate, max_pool2d)
 from .ops import (elu, leaky_relu, log_softmax, pad, relu, sigmoid, softmax,  # noqa: F401
                   softplus as _softplus, tanh)
-from .tensor import Function, Tensor, is_grad_enabled, no_grad
+from .tensor import Function, Tensor, no_grad
 
 __all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_hot", "mse_loss", "l1_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
@@ -29,11 +28,6 @@ __all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_ho
 
 def _const(array, be):
     return Tensor._make(array, be, False, None)
-
-
-def _recording():
-    """True inside a backward that builds its own graph (create_graph=True)."""
-    return is_grad_enabled()
 
 
 def softplus(x, beta=1.0, threshold=20.0):
@@ -121,14 +115,16 @@ def _bn_shape(x):
 
 
 class BatchNormTrain(Function):
-    """Training-mode batch norm over axes (0, 2, 3, ...):
+    """Training-mode batch norm over axes (0, 2, 3, ...), n values per channel:
 
         xhat = (x - mean) / sqrt(var + eps)   (biased batch variance)
         y    = gamma * xhat + beta
 
-    Backward (n values per channel, g = gy * gamma):
+    Backward, with g = gy * gamma:
         dx     = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)
         dgamma = sum(gy * xhat),  dbeta = sum(gy)
+    xhat is rebuilt from x with Tensor ops, so a second derivative sees how it
+    depends on x.
     """
 
     def forward(self, x, weight=None, bias=None, eps=1e-5):
@@ -137,27 +133,19 @@ class BatchNormTrain(Function):
         mean = xp.mean(x, axis=axes, keepdims=True)
         xhat = x - mean
         var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        xhat *= rstd                   # in place: large temporaries are the cost here
-        self.eps, self.axes, self.xhat, self.rstd = eps, axes, xhat, rstd
-        self.batch_mean, self.batch_var = mean, var
-        if weight is None and bias is None:
-            return xhat
+        xhat *= 1.0 / xp.sqrt(var + eps)   # in place: large temporaries are the cost here
+        self.eps, self.axes = eps, axes
+        self.batch_mean, self.batch_var = mean, var   # for the running statistics
         if weight is not None:
-            y = xhat * xp.reshape(weight, _bn_shape(x))
-            if bias is not None:
-                y += xp.reshape(bias, _bn_shape(x))
-            return y
-        return xhat + xp.reshape(bias, _bn_shape(x))
+            xhat *= xp.reshape(weight, _bn_shape(x))
+        if bias is not None:
+            xhat += xp.reshape(bias, _bn_shape(x))
+        return xhat
 
     def backward(self, gy):
         x = self.inputs[0]
         has_w = len(self.inputs) > 1
-        shape = _bn_shape(x)
-        axes = self.axes
-        if not _recording():
-            return self._backward_arrays(gy.data, has_w, shape, axes)
-        # rebuild xhat from x with Tensor ops so that second derivatives see it
+        shape, axes = _bn_shape(x), self.axes
         d = x - _ops.mean(x, axes, keepdims=True)
         rstd = 1.0 / _ops.sqrt(_ops.mean(d * d, axes, keepdims=True) + self.eps)
         xhat = d * rstd
@@ -170,29 +158,6 @@ class BatchNormTrain(Function):
             gw = _ops.sum(gy * xhat, axes).reshape(-1)
         if len(self.inputs) > 2 and self.needs_input_grad[2]:
             gb = _ops.sum(gy, axes).reshape(-1)
-        return gx, gw, gb
-
-    def _backward_arrays(self, gy, has_w, shape, axes):
-        """The same formulas on arrays, in place where possible: used when no graph
-        of the backward is recorded, so nothing needs to be differentiable."""
-        xp, be, xhat = self.xp, self._backend, self.xhat
-        need = self.needs_input_grad
-        g = gy * xp.reshape(self.inputs[1].data, shape) if has_w else gy
-        gx = gw = gb = None
-        if need[0]:
-            t = g * xhat
-            mean_gx = xp.mean(t, axis=axes, keepdims=True)
-            mean_g = xp.mean(g, axis=axes, keepdims=True)
-            t[...] = xhat             # t = mean(g) + xhat mean(g xhat) - g
-            t *= mean_gx
-            t += mean_g
-            t -= g
-            t *= -self.rstd           # dx = (g - mean(g) - xhat mean(g xhat)) rstd
-            gx = _const(t, be)
-        if has_w and need[1]:
-            gw = _const(xp.reshape(xp.sum(gy * xhat, axis=axes), (-1,)), be)
-        if len(self.inputs) > 2 and need[2]:
-            gb = _const(xp.reshape(xp.sum(gy, axis=axes), (-1,)), be)
         return gx, gw, gb
 
 
@@ -369,15 +334,7 @@ class BinaryCrossEntropy(Function):
 
     def forward(self, x, t):
         xp = self.xp
-        lx, l1x = self._logs(xp, x)
-        return -(t * lx + (1.0 - t) * l1x)
-
-    @staticmethod
-    def _logs(xp, x):
-        def clamped_log(a):
-            pos = a > 0
-            return xp.where(pos, xp.maximum(xp.log(xp.where(pos, a, 1.0)), -100.0), -100.0)
-        return clamped_log(x), clamped_log(1.0 - x)
+        return -(t * clamped_log(xp, x) + (1.0 - t) * clamped_log(xp, 1.0 - x))
 
     def backward(self, gy):
         x, t = self.inputs
@@ -385,14 +342,15 @@ class BinaryCrossEntropy(Function):
         if self.needs_input_grad[0]:
             gx = gy * (x - t) / _ops.clip(x * (1.0 - x), 1e-12, None)
         if self.needs_input_grad[1]:
-            if _recording():
-                dlog = _ops.clip(_ops.log(1.0 - x), -100.0, None) - \
-                    _ops.clip(_ops.log(x), -100.0, None)
-            else:
-                lx, l1x = self._logs(self.xp, x.data)
-                dlog = _const(l1x - lx, self._backend)
-            gt = gy * dlog
+            gt = gy * (_ops.clip(_ops.log(1.0 - x), -100.0, None)
+                       - _ops.clip(_ops.log(x), -100.0, None))
         return gx, gt
+
+
+def clamped_log(xp, a):
+    """max(log(a), -100) on arrays, with log(0) = -100 and no warning (PyTorch's BCE)."""
+    pos = a > 0
+    return xp.where(pos, xp.maximum(xp.log(xp.where(pos, a, 1.0)), -100.0), -100.0)
 
 
 def _apply_weight(loss, weight):
@@ -488,10 +446,7 @@ class CrossEntropy(Function):
     def forward(self, x, mask=None):
         xp = self.xp
         m = xp.max(x, axis=1, keepdims=True)
-        e = xp.exp(x - m)
-        s = xp.sum(e, axis=1, keepdims=True)
-        self.probs = e / s
-        lse = xp.log(s) + m
+        lse = xp.log(xp.sum(xp.exp(x - m), axis=1, keepdims=True)) + m
         self.mask = mask
         self.msum = xp.sum(mask, axis=1, keepdims=True)
         return xp.sum(mask * (lse - x), axis=1)
@@ -499,8 +454,7 @@ class CrossEntropy(Function):
     def backward(self, gy):
         be = self._backend
         x, = self.inputs
-        probs = _ops.softmax(x, axis=1) if _recording() else _const(self.probs, be)
-        g = probs * _const(self.msum, be) - _const(self.mask, be)
+        g = _ops.softmax(x, axis=1) * _const(self.msum, be) - _const(self.mask, be)
         return g * gy.unsqueeze(1)
 
 

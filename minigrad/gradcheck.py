@@ -13,11 +13,13 @@ catches a backward that ignores its upstream gradient.
 Small inputs are checked element by element (the full gradient); large ones
 along random directions u, comparing <g, u> with the directional difference.
 
-``python -m minigrad.gradcheck --list`` prints which ops the test suite covers.
+``minigrad.testing`` runs both on drawn cases for your own ops;
+``python -m minigrad.testing --list`` prints which ops the test suite covers.
 """
 from __future__ import annotations
 
 from .backend import host_rng as _host_rng
+from .ops import concatenate
 from .tensor import Tensor, grad, no_grad
 
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
@@ -126,7 +128,6 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
 
     def first_derivative(*args):
         xs, gy = args[:n], args[n]
-        from .ops import concatenate
         out = fn(*xs)
         if not out.requires_grad:
             return concatenate([(xs[i] * 0.0).reshape(-1) for i in checked])
@@ -136,31 +137,3 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         return concatenate(parts) if len(parts) > 1 else parts[0]
 
     return gradcheck(first_derivative, (*inputs, v), eps=eps, atol=atol, rtol=rtol, seed=seed + 2)
-
-
-def _main(argv=None):
-    import argparse
-    import pathlib
-    import sys
-    p = argparse.ArgumentParser(prog="python -m minigrad.gradcheck",
-                                description="List the ops and which gradient checks cover them.")
-    p.add_argument("--list", action="store_true", help="print the coverage table")
-    args = p.parse_args(argv)
-    if not args.list:
-        p.print_help()
-        return 0
-    # The registry lives with the tests (tests/op_registry.py): one source of truth.
-    tests = pathlib.Path(__file__).resolve().parents[1] / "tests"
-    try:
-        sys.path.insert(0, str(tests))
-        import op_registry  # type: ignore
-    except ImportError as e:
-        print(f"the op registry is tests/op_registry.py in a source checkout, next to the "
-              f"minigrad package; it could not be imported ({e})", file=sys.stderr)
-        return 2
-    print(op_registry.coverage_table())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -1,5 +1,11 @@
 """Differentiable ops: forward on arrays, backward on Tensors, side by side.
 
+Each op is a ``Function`` with ``forward`` (arrays in, array out) and
+``backward`` (the upstream gradient ``gy`` in, one gradient per input out),
+followed by the public function that applies it. ``@tensor_method`` on that
+function also makes it a Tensor method or operator: ``exp(x)`` is ``x.exp()``,
+``add(a, b)`` is ``a + b``.
+
 Every ``backward`` uses only Tensor ops (never raw arrays, except constant
 masks), so running it with gradient recording on builds the graph of the
 gradient, and second derivatives come for free.
@@ -11,14 +17,11 @@ forward stretched).
 from __future__ import annotations
 
 import builtins
-import math
 
-from .backend import get_backend as _get_backend, all_backends as _all_backends
-from .tensor import Function, Tensor
+from .tensor import Function, Tensor, tensor_method
+
 
 # ----------------------------------------------------------------------------- helpers
-
-
 def as_tensor(x, like: Tensor | None = None) -> Tensor:
     """Tensors pass through; Python numbers become constant tensors with ``like``'s
     backend and (float) dtype, so ``x * 0.5`` stays float32."""
@@ -36,6 +39,40 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
     return Tensor(x, backend=be)
 
 
+def _const(array, be) -> Tensor:
+    """An array as a Tensor outside the graph (masks, constants)."""
+    return Tensor._make(array, be, False, None)
+
+
+def _operands(a, b):
+    """Both operands of a binary op as Tensors of one dtype kind. PyTorch's promotion:
+    an integer or bool tensor meeting a float one becomes that float dtype (NumPy
+    would go to float64, and the Array API refuses to mix kinds at all)."""
+    if isinstance(a, Tensor):
+        b = as_tensor(b, a)
+    else:
+        a = as_tensor(a, b)
+    # identity first (dtype objects are singletons per library), then the canonical
+    # DType objects: never == between two libraries' dtypes (array-api-strict warns)
+    if a.data.dtype is not b.data.dtype and a.dtype is not b.dtype:
+        fa, fb = a.dtype.is_floating_point, b.dtype.is_floating_point
+        if fa and not fb:
+            b = _cast_const(b, a.dtype.name)
+        elif fb and not fa:
+            a = _cast_const(a, b.dtype.name)
+        elif not fa and a.dtype.name == "bool":
+            a = _cast_const(a, b.dtype.name)
+        elif not fb and b.dtype.name == "bool":
+            b = _cast_const(b, a.dtype.name)
+    return a, b
+
+
+def _cast_const(t, dtype_name):
+    """An integer/bool tensor (never part of a graph) converted to ``dtype_name``."""
+    be = t._backend
+    return _const(be.xp.astype(t.data, be.dtype(dtype_name)), be)
+
+
 def _broadcast_shapes(*shapes):
     ndim = builtins.max(len(s) for s in shapes)
     out = []
@@ -45,23 +82,6 @@ def _broadcast_shapes(*shapes):
             raise ValueError(f"shapes {shapes} cannot be broadcast together")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
-
-
-def _const(array, be) -> Tensor:
-    return Tensor._make(array, be, False, None)
-
-
-def _sum_to_shape(xp, a, shape):
-    """Sum array ``a`` down to ``shape`` (undo broadcasting)."""
-    shape = tuple(shape)
-    if tuple(a.shape) == shape:
-        return a
-    lead = a.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
-                                      if s == 1 and a.shape[i + lead] != 1)
-    if axes:
-        a = xp.sum(a, axis=axes, keepdims=True)
-    return xp.reshape(a, shape) if lead or tuple(a.shape) != shape else a
 
 
 def _normalize_axis(axis, ndim):
@@ -81,11 +101,11 @@ def _keepdims_shape(shape, axes):
     return tuple(1 if i in axes else s for i, s in enumerate(shape))
 
 
-def _check_float(name, *ts):
-    for t in ts:
-        if not t.dtype.is_floating_point:
-            raise TypeError(f"{name} needs floating-point tensors, got {t.dtype.name}; "
-                            "use .float()")
+def _shape_args(shape):
+    """``f(2, 3)`` and ``f((2, 3))`` both mean the shape (2, 3)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -100,6 +120,11 @@ class Add(Function):
         return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
 
 
+@tensor_method("add", "__add__", reflected="__radd__")
+def add(a, b):
+    return Add.apply(*_operands(a, b))
+
+
 class Sub(Function):
     """y = a - b;  da = gy, db = -gy."""
 
@@ -109,6 +134,11 @@ class Sub(Function):
 
     def backward(self, gy):
         return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+
+
+@tensor_method("sub", "__sub__", reflected="__rsub__")
+def sub(a, b):
+    return Sub.apply(*_operands(a, b))
 
 
 class Mul(Function):
@@ -124,6 +154,11 @@ class Mul(Function):
                 sum_to(gy * a, b.shape) if need_b else None)
 
 
+@tensor_method("mul", "__mul__", reflected="__rmul__")
+def mul(a, b):
+    return Mul.apply(*_operands(a, b))
+
+
 class Div(Function):
     """y = a / b;  da = gy / b, db = -gy * a / b**2."""
 
@@ -133,9 +168,20 @@ class Div(Function):
     def backward(self, gy):
         a, b = self.inputs
         need_a, need_b = self.needs_input_grad
-        ga = gy / b if need_a or need_b else None
+        ga = gy / b
         return (sum_to(ga, a.shape) if need_a else None,
                 sum_to(-ga * a / b, b.shape) if need_b else None)
+
+
+@tensor_method("div", "__truediv__", reflected="__rtruediv__")
+def div(a, b):
+    """True division: two integer tensors give float32 (as in PyTorch)."""
+    a, b = _operands(a, b)
+    if not a.dtype.is_floating_point:
+        a = _cast_const(a, "float32")
+    if not b.dtype.is_floating_point:
+        b = _cast_const(b, a.dtype.name)
+    return Div.apply(a, b)
 
 
 class Neg(Function):
@@ -148,6 +194,11 @@ class Neg(Function):
         return -gy
 
 
+@tensor_method("neg", "__neg__")
+def neg(x):
+    return Neg.apply(x)
+
+
 class PowScalar(Function):
     """y = x ** c for a constant c;  dx = gy * c * x ** (c - 1)."""
 
@@ -157,10 +208,9 @@ class PowScalar(Function):
 
     def backward(self, gy):
         x, = self.inputs
-        c = self.c
-        if c == 2:
+        if self.c == 2:
             return gy * (2.0 * x)
-        return gy * (c * x ** (c - 1))
+        return gy * (self.c * x ** (self.c - 1))
 
 
 class Pow(Function):
@@ -174,6 +224,22 @@ class Pow(Function):
         need_a, need_b = self.needs_input_grad
         return (sum_to(gy * b * a ** (b - 1.0), a.shape) if need_a else None,
                 sum_to(gy * log(a) * self.output(), b.shape) if need_b else None)
+
+
+@tensor_method("pow", "__pow__")
+def pow(x, exponent):
+    """x ** exponent, for a constant (Python number) or a tensor exponent."""
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        return PowScalar.apply(x, c=exponent)
+    if not isinstance(x, Tensor):
+        x = as_tensor(x, exponent)
+    return Pow.apply(x, as_tensor(exponent, x))
+
+
+@tensor_method("__rpow__")
+def _rpow(x, base):
+    """``2 ** x``: a number raised to a tensor."""
+    return pow(as_tensor(base, x), x)
 
 
 class MatMul(Function):
@@ -198,12 +264,23 @@ class MatMul(Function):
             gy = gy.unsqueeze(-2)
         elif b.ndim == 1:
             gy = gy.unsqueeze(-1)
-        ga = gb = None
-        if need_a:
-            ga = sum_to(gy @ b2.mT, a2.shape).reshape(a.shape)
-        if need_b:
-            gb = sum_to(a2.mT @ gy, b2.shape).reshape(b.shape)
+        ga = sum_to(gy @ b2.mT, a2.shape).reshape(a.shape) if need_a else None
+        gb = sum_to(a2.mT @ gy, b2.shape).reshape(b.shape) if need_b else None
         return ga, gb
+
+
+@tensor_method("matmul", "__matmul__", reflected="__rmatmul__")
+def matmul(a, b):
+    a, b = _operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes "
+                         f"{a.shape} and {b.shape}")
+    ka = a.shape[-1]
+    kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if ka != kb:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                         f"({ka} != {kb} in the contracted dimension)")
+    return MatMul.apply(a, b)
 
 
 # ----------------------------------------------------------------------------- elementwise
@@ -217,6 +294,11 @@ class Exp(Function):
         return gy * self.output()
 
 
+@tensor_method
+def exp(x):
+    return Exp.apply(x)
+
+
 class Log(Function):
     """y = log(x);  dx = gy / x."""
 
@@ -227,6 +309,11 @@ class Log(Function):
         return gy / self.inputs[0]
 
 
+@tensor_method
+def log(x):
+    return Log.apply(x)
+
+
 class Sqrt(Function):
     """y = sqrt(x);  dx = gy / (2 y)."""
 
@@ -235,6 +322,11 @@ class Sqrt(Function):
 
     def backward(self, gy):
         return gy / (2.0 * self.output())
+
+
+@tensor_method
+def sqrt(x):
+    return Sqrt.apply(x)
 
 
 class Abs(Function):
@@ -248,6 +340,11 @@ class Abs(Function):
         return gy * _const(self.sign, self._backend)
 
 
+@tensor_method("abs", "__abs__")
+def abs(x):
+    return Abs.apply(x)
+
+
 class Sin(Function):
     """y = sin(x);  dx = gy * cos(x)."""
 
@@ -256,6 +353,11 @@ class Sin(Function):
 
     def backward(self, gy):
         return gy * cos(self.inputs[0])
+
+
+@tensor_method
+def sin(x):
+    return Sin.apply(x)
 
 
 class Cos(Function):
@@ -268,6 +370,11 @@ class Cos(Function):
         return -gy * sin(self.inputs[0])
 
 
+@tensor_method
+def cos(x):
+    return Cos.apply(x)
+
+
 class Tanh(Function):
     """y = tanh(x);  dx = gy * (1 - y^2)."""
 
@@ -277,6 +384,11 @@ class Tanh(Function):
     def backward(self, gy):
         y = self.output()
         return gy * (1.0 - y * y)
+
+
+@tensor_method
+def tanh(x):
+    return Tanh.apply(x)
 
 
 class Sigmoid(Function):
@@ -292,6 +404,11 @@ class Sigmoid(Function):
         return gy * (y * (1.0 - y))
 
 
+@tensor_method
+def sigmoid(x):
+    return Sigmoid.apply(x)
+
+
 class ReLU(Function):
     """y = max(x, 0);  dx = gy * [x > 0]."""
 
@@ -301,6 +418,11 @@ class ReLU(Function):
 
     def backward(self, gy):
         return where(_const(self.mask, self._backend), gy, 0.0)
+
+
+@tensor_method
+def relu(x):
+    return ReLU.apply(x)
 
 
 class LeakyReLU(Function):
@@ -313,6 +435,11 @@ class LeakyReLU(Function):
 
     def backward(self, gy):
         return where(_const(self.mask, self._backend), gy, gy * self.slope)
+
+
+@tensor_method
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyReLU.apply(x, negative_slope=negative_slope)
 
 
 class ELU(Function):
@@ -330,6 +457,11 @@ class ELU(Function):
         return where(_const(self.mask, self._backend), gy, gy * neg)
 
 
+@tensor_method
+def elu(x, alpha=1.0):
+    return ELU.apply(x, alpha=alpha)
+
+
 class Softplus(Function):
     """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that large |x|
     neither overflows nor loses precision;  dx = gy * sigmoid(x)."""
@@ -340,6 +472,11 @@ class Softplus(Function):
 
     def backward(self, gy):
         return gy * sigmoid(self.inputs[0])
+
+
+@tensor_method
+def softplus(x):
+    return Softplus.apply(x)
 
 
 class Clip(Function):
@@ -359,30 +496,45 @@ class Clip(Function):
         return where(_const(self.mask, self._backend), gy, 0.0)
 
 
+@tensor_method("clip", "clamp")
+def clip(x, min=None, max=None):
+    """Clamp to [min, max] (either may be None). Also called ``clamp``."""
+    return Clip.apply(x, lo=min, hi=max)
+
+
+clamp = clip
+
+
 class Maximum(Function):
-    """y = max(a, b) elementwise; the gradient goes to the larger (to a on ties)."""
+    """y = max(a, b) elementwise; the gradient goes to the input y comes from (to a on
+    ties)."""
 
     def forward(self, a, b):
-        self.mask = a >= b
+        self.from_a = a >= b
         return self.xp.maximum(a, b)
 
     def backward(self, gy):
         a, b = self.inputs
-        m = _const(self.mask, self._backend)
+        m = _const(self.from_a, self._backend)
         return sum_to(where(m, gy, 0.0), a.shape), sum_to(where(m, 0.0, gy), b.shape)
 
 
-class Minimum(Function):
-    """y = min(a, b) elementwise; the gradient goes to the smaller (to a on ties)."""
+class Minimum(Maximum):
+    """y = min(a, b) elementwise; the backward of Maximum, with a <= b choosing a."""
 
     def forward(self, a, b):
-        self.mask = a <= b
+        self.from_a = a <= b
         return self.xp.minimum(a, b)
 
-    def backward(self, gy):
-        a, b = self.inputs
-        m = _const(self.mask, self._backend)
-        return sum_to(where(m, gy, 0.0), a.shape), sum_to(where(m, 0.0, gy), b.shape)
+
+@tensor_method
+def maximum(a, b):
+    return Maximum.apply(*_operands(a, b))
+
+
+@tensor_method
+def minimum(a, b):
+    return Minimum.apply(*_operands(a, b))
 
 
 class Where(Function):
@@ -395,42 +547,30 @@ class Where(Function):
     def backward(self, gy):
         a, b = self.inputs
         zero = zeros_like(gy)
-        c = _const(self.cond, self._backend)
         need_a, need_b = self.needs_input_grad
-        return (sum_to(Where.apply(gy, zero, cond=c.data), a.shape) if need_a else None,
-                sum_to(Where.apply(zero, gy, cond=c.data), b.shape) if need_b else None)
+        return (sum_to(Where.apply(gy, zero, cond=self.cond), a.shape) if need_a else None,
+                sum_to(Where.apply(zero, gy, cond=self.cond), b.shape) if need_b else None)
 
 
-class Cast(Function):
-    """y = x as another float dtype;  dx = gy cast back."""
-
-    def forward(self, x, dtype="float32"):
-        self.old = str(x.dtype).rsplit(".", 1)[-1]
-        return self.xp.astype(x, self._backend.dtype(dtype))
-
-    def backward(self, gy):
-        return gy.astype(self.old)
-
-
-class ToBackend(Function):
-    """Move to another backend (through the host); the gradient moves back."""
-
-    def forward(self, x, backend=None):
-        self.source = self._backend
-        target = _get_backend(backend)
-        self._backend = target  # the output lives on the target
-        return target.from_numpy(self.source.to_numpy(x))
-
-    @classmethod
-    def apply(cls, x, backend=None):
-        out = super().apply(x, backend=backend)
-        out._backend = _get_backend(backend)
-        if out._ctx is not None:
-            out._ctx._backend = out._backend
-        return out
-
-    def backward(self, gy):
-        return gy.to(self.source.name)
+def where(condition, x, y):
+    """Elementwise ``x if condition else y``; condition is a boolean tensor or array."""
+    if isinstance(x, Tensor):
+        like = x
+    elif isinstance(y, Tensor):
+        like = y
+    else:
+        raise TypeError("where: x or y must be a tensor")
+    x, y = as_tensor(x, like), as_tensor(y, like)
+    if isinstance(condition, Tensor):
+        if condition._backend is not like._backend:
+            raise ValueError(f"where: the condition is on backend {condition.backend!r}, "
+                             f"the values on {like.backend!r}")
+        cond = condition.data
+    elif like._backend.is_array(condition):
+        cond = condition
+    else:
+        cond = Tensor(condition, backend=like._backend).data
+    return Where.apply(x, y, cond=cond)
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -444,6 +584,19 @@ class Sum(Function):
 
     def backward(self, gy):
         return gy.reshape(_keepdims_shape(self.in_shape, self.axes)).broadcast_to(self.in_shape)
+
+
+@tensor_method
+def sum(x, axis=None, keepdims=False):
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+@tensor_method
+def mean(x, axis=None, keepdims=False):
+    n = 1
+    for a in _normalize_axis(axis, x.ndim):
+        n *= x.shape[a]
+    return sum(x, axis, keepdims) * (1.0 / n)
 
 
 class MaxMin(Function):
@@ -468,6 +621,55 @@ class MaxMin(Function):
         return gy * _const(self.weight, self._backend)
 
 
+@tensor_method
+def max(x, axis=None, keepdims=False):
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="max")
+
+
+@tensor_method
+def min(x, axis=None, keepdims=False):
+    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="min")
+
+
+@tensor_method
+def var(x, axis=None, keepdims=False, correction=0):
+    """Variance with ``correction`` subtracted from the count (0: population
+    variance, NumPy's default; 1: PyTorch's ``unbiased``)."""
+    n = 1
+    for a in _normalize_axis(axis, x.ndim):
+        n *= x.shape[a]
+    d = x - mean(x, axis, keepdims=True)
+    return sum(d * d, axis, keepdims) * (1.0 / builtins.max(n - correction, 1))
+
+
+@tensor_method
+def std(x, axis=None, keepdims=False, correction=0):
+    return sqrt(var(x, axis, keepdims, correction))
+
+
+@tensor_method
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) computed as m + log(sum(exp(x - m))), m = max(x) held
+    constant, so exp never overflows; the gradient is softmax(x)."""
+    m = max(x, axis, keepdims=True).detach()
+    y = log(sum(exp(x - m), axis, keepdims=True)) + m
+    if not keepdims:
+        y = y.reshape(tuple(s for i, s in enumerate(y.shape)
+                            if i not in _normalize_axis(axis, x.ndim)))
+    return y
+
+
+@tensor_method
+def softmax(x, axis=-1):
+    e = exp(x - max(x, axis, keepdims=True).detach())
+    return e / sum(e, axis, keepdims=True)
+
+
+@tensor_method
+def log_softmax(x, axis=-1):
+    return x - logsumexp(x, axis, keepdims=True)
+
+
 # ----------------------------------------------------------------------------- shapes
 class Reshape(Function):
     """y = x reshaped;  dx = gy reshaped back."""
@@ -478,6 +680,61 @@ class Reshape(Function):
 
     def backward(self, gy):
         return gy.reshape(self.in_shape)
+
+
+@tensor_method("reshape", "view")
+def reshape(x, *shape):
+    shape = _shape_args(shape)
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            if s != -1:
+                known *= s
+        if shape.count(-1) > 1 or known == 0 or x.size % known:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
+        shape = tuple(x.size // known if s == -1 else s for s in shape)
+    n = 1
+    for s in shape:
+        n *= s
+    if n != x.size:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
+                         f"({x.size} elements) into {shape}")
+    if shape == x.shape:
+        return x
+    return Reshape.apply(x, shape=shape)
+
+
+view = reshape
+
+
+@tensor_method
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return x.reshape(1)
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return x.reshape(x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+@tensor_method
+def squeeze(x, axis=None):
+    if axis is None:
+        shape = tuple(d for d in x.shape if d != 1)
+    else:
+        axes = _normalize_axis(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return x.reshape(shape)
+
+
+@tensor_method
+def unsqueeze(x, axis):
+    axis = axis % (x.ndim + 1)
+    return x.reshape(x.shape[:axis] + (1,) + x.shape[axis:])
 
 
 class Permute(Function):
@@ -494,6 +751,40 @@ class Permute(Function):
         return gy.permute(*inverse)
 
 
+@tensor_method
+def permute(x, *axes):
+    axes = _shape_args(axes)
+    if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes")
+    return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
+
+
+@tensor_method("transpose", "swapaxes")
+def transpose(x, dim0=-2, dim1=-1):
+    """Swap two axes (PyTorch's ``transpose``; NumPy calls it ``swapaxes``)."""
+    axes = list(range(x.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return permute(x, *axes)
+
+
+swapaxes = transpose
+
+
+@tensor_method("T", prop=True)
+def _reversed_axes(x):
+    """``x.T``: all axes reversed."""
+    return permute(x, *reversed(range(x.ndim)))
+
+
+@tensor_method("mT", prop=True)
+def _matrix_transpose(x):
+    """``x.mT``: the last two axes swapped (every matmul backward uses it)."""
+    n = x.ndim
+    if n < 2:
+        raise ValueError(f"mT needs at least 2 dimensions, got shape {x.shape}")
+    return Permute.apply(x, axes=tuple(range(n - 2)) + (n - 1, n - 2))
+
+
 class BroadcastTo(Function):
     """y = x broadcast to ``shape``;  dx = gy summed back to x's shape."""
 
@@ -505,15 +796,49 @@ class BroadcastTo(Function):
         return sum_to(gy, self.in_shape)
 
 
+@tensor_method
+def broadcast_to(x, *shape):
+    shape = _shape_args(shape)
+    if shape == x.shape:
+        return x
+    try:
+        if _broadcast_shapes(x.shape, shape) != shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
+    return BroadcastTo.apply(x, shape=shape)
+
+
+@tensor_method
+def expand(x, *shape):
+    """PyTorch's expand: like broadcast_to, with -1 meaning 'keep this size'."""
+    shape = _shape_args(shape)
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
+    return broadcast_to(x, shape)
+
+
 class SumTo(Function):
     """y = x summed down to ``shape`` (the adjoint of broadcast_to)."""
 
     def forward(self, x, shape=None):
         self.in_shape = x.shape
-        return _sum_to_shape(self.xp, x, shape)
+        lead = x.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                          if s == 1 and x.shape[i + lead] != 1)
+        y = self.xp.sum(x, axis=axes, keepdims=True) if axes else x
+        return self.xp.reshape(y, shape)
 
     def backward(self, gy):
         return gy.broadcast_to(self.in_shape)
+
+
+@tensor_method
+def sum_to(x, shape):
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    return SumTo.apply(x, shape=shape)
 
 
 class Concat(Function):
@@ -534,21 +859,144 @@ class Concat(Function):
         return tuple(out)
 
 
+def concatenate(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: needs at least one tensor")
+    first = tensors[0]
+    ax = axis % first.ndim
+    for t in tensors[1:]:
+        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
+                                       if i != ax):
+            raise ValueError(f"concatenate: shapes {first.shape} and {t.shape} differ outside "
+                             f"axis {axis}")
+    if len(tensors) == 1:
+        return first
+    return Concat.apply(*tensors, axis=ax)
+
+
+cat = concat = concatenate
+
+
+def stack(tensors, axis=0):
+    tensors = list(tensors)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
+    return concatenate([unsqueeze(t, axis) for t in tensors], axis)
+
+
+@tensor_method
+def split(x, split_size_or_sections, axis=0):
+    """PyTorch's split: an int is the size of each piece (the last may be smaller),
+    a list gives the size of every piece."""
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        sizes = [builtins.min(size, n - i) for i in range(0, n, size)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ValueError(f"split: sections {sizes} do not add up to {n}")
+    out, start = [], 0
+    for s in sizes:
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, start + s)
+        out.append(x[tuple(idx)])
+        start += s
+    return tuple(out)
+
+
+@tensor_method
+def chunk(x, chunks, axis=0):
+    n = x.shape[axis]
+    return split(x, -(-n // chunks), axis)
+
+
 class Pad(Function):
     """Constant padding: ``widths`` is ((before, after), ...) per axis;  dx is the
     un-padded centre of gy."""
 
     def forward(self, x, widths=None, value=0.0):
-        xp = self.xp
         shape = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, widths))
-        y = xp.full(shape, value, dtype=x.dtype, device=self._backend.device) \
-            if self._backend.name != "numpy" else xp.full(shape, value, dtype=x.dtype)
+        y = self._backend.full(shape, value, x.dtype)
         self.centre = tuple(slice(lo, lo + s) for s, (lo, hi) in zip(x.shape, widths))
         y[self.centre] = x
         return y
 
     def backward(self, gy):
         return gy[self.centre]
+
+
+def pad(x, pad, value=0.0):
+    """Constant padding with PyTorch's ``F.pad`` convention: ``pad`` lists
+    (before, after) pairs starting from the LAST axis: (left, right, top, bottom)."""
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: needs an even number of widths, at most 2 per axis, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+    if builtins.min(builtins.min(w) for w in widths) < 0:
+        raise ValueError(f"pad: negative widths are not supported, got {pad}")
+    return Pad.apply(x, widths=tuple(widths), value=value)
+
+
+# ----------------------------------------------------------------------------- indexing
+class GetItem(Function):
+    """y = x[key] (basic slicing, integer arrays, boolean masks);
+    dx = zeros with gy put back in place (added where integer indices repeat)."""
+
+    def forward(self, x, key=None):
+        self.key = key
+        if key[0] == "take":
+            _, axis, idx = key
+            xp = self.xp
+            y = xp.take(x, xp.reshape(idx, (-1,)), axis=axis)
+            return xp.reshape(y, x.shape[:axis] + tuple(idx.shape) + x.shape[axis + 1:])
+        return x[key[1]]
+
+    def backward(self, gy):
+        return IndexAdd.apply(gy, key=self.key, shape=self.inputs[0].shape)
+
+
+class IndexAdd(Function):
+    """y = zeros(shape) with y[key] += x (repeated integer indices add up): the
+    gradient of GetItem. Its own gradient is GetItem again."""
+
+    def forward(self, x, key=None, shape=None):
+        self.key = key
+        be = self._backend
+        y = be.zeros(shape, x.dtype)
+        if key[0] == "take":
+            _, axis, idx = key
+            flat = tuple(shape[:axis]) + (-1,) + tuple(shape[axis + 1:])
+            be.index_add(y, axis, self.xp.reshape(idx, (-1,)), self.xp.reshape(x, flat))
+        elif key[0] == "fancy":
+            be.scatter_add(y, key[1], x)
+        else:
+            k, x = _drop_newaxes(key[1], x, len(shape))
+            y[k] = x
+        return y
+
+    def backward(self, gy):
+        return GetItem.apply(gy, key=self.key)
+
+
+@tensor_method("__getitem__")
+def getitem(x, key):
+    """``x[key]`` with NumPy's semantics: basic slicing, integer arrays (tensors,
+    lists) and boolean masks. Several index arrays are turned into ONE ``take``
+    along merged axes, the form every backend supports (the Array API has no
+    general multi-array indexing), so the gradient always scatter-adds once."""
+    key = _normalize_key(key, x._backend, x.ndim)
+    if key[0] == "take":
+        # the Array API leaves negative indices in take() unspecified: make them positive
+        _, axis, idx = key
+        xp = x._backend.xp
+        return GetItem.apply(x, key=("take", axis, xp.where(idx < 0, idx + x.shape[axis], idx)))
+    if key[0] != "fancy":
+        return GetItem.apply(x, key=key)
+    return _fancy_getitem(x, key[1])
 
 
 def _normalize_key(key, be, ndim):
@@ -599,427 +1047,6 @@ def _normalize_key(key, be, ndim):
     return ("fancy" if fancy else "basic", tuple(out))
 
 
-def _drop_newaxes(key, x, ndim):
-    """``y[key] = x`` may not contain ``None`` (the Array API forbids it in
-    setitem): remove each ``None`` from the key and its size-1 axis from x."""
-    if not any(k is None for k in key):
-        return key, x
-    used = builtins.sum(0 if k is None or k is Ellipsis else
-                        (k.ndim if hasattr(k, "ndim") and k.ndim else 1) for k in key)
-    axis, drop = 0, []
-    for k in key:
-        if k is None:
-            drop.append(axis)
-            axis += 1
-        elif k is Ellipsis:
-            axis += ndim - used
-        elif isinstance(k, slice) or hasattr(k, "ndim"):
-            axis += 1
-    shape = tuple(s for i, s in enumerate(x.shape) if i not in drop)
-    return tuple(k for k in key if k is not None), x.__array_namespace__().reshape(x, shape) \
-        if hasattr(x, "__array_namespace__") else x.reshape(shape)
-
-
-class GetItem(Function):
-    """y = x[key] (basic slicing, integer arrays, boolean masks);
-    dx = zeros with gy put back in place (added where integer indices repeat)."""
-
-    def forward(self, x, key=None):
-        self.key = key
-        if key[0] == "take":
-            _, axis, idx = key
-            xp = self.xp
-            y = xp.take(x, xp.reshape(idx, (-1,)), axis=axis)
-            return xp.reshape(y, x.shape[:axis] + tuple(idx.shape) + x.shape[axis + 1:])
-        return x[key[1]]
-
-    def backward(self, gy):
-        return IndexAdd.apply(gy, key=self.key, shape=self.inputs[0].shape)
-
-
-class IndexAdd(Function):
-    """y = zeros(shape) with y[key] += x (repeated integer indices add up): the
-    gradient of GetItem. Its own gradient is GetItem again."""
-
-    def forward(self, x, key=None, shape=None):
-        self.key = key
-        be = self._backend
-        y = be.zeros(shape, x.dtype)
-        if key[0] == "take":
-            _, axis, idx = key
-            flat = tuple(shape[:axis]) + (-1,) + tuple(shape[axis + 1:])
-            be.index_add(y, axis, self.xp.reshape(idx, (-1,)), self.xp.reshape(x, flat))
-        elif key[0] == "fancy":
-            be.scatter_add(y, key[1], x)
-        else:
-            k, x = _drop_newaxes(key[1], x, len(shape))
-            y[k] = x
-        return y
-
-    def backward(self, gy):
-        return GetItem.apply(gy, key=self.key)
-
-
-# ----------------------------------------------------------------------------- public functions
-def add(a, b): return Add.apply(*_pair(a, b))
-def sub(a, b): return Sub.apply(*_pair(a, b))
-def mul(a, b): return Mul.apply(*_pair(a, b))
-def div(a, b): return Div.apply(*_div_pair(a, b))
-def neg(x): return Neg.apply(x)
-
-
-def _pair(a, b):
-    """Both operands as Tensors of one dtype kind. PyTorch's promotion: an integer
-    or bool tensor meeting a float one becomes that float dtype (NumPy would go to
-    float64, and the Array API refuses to mix kinds at all)."""
-    if isinstance(a, Tensor):
-        b = as_tensor(b, a)
-    else:
-        a = as_tensor(a, b)
-    # identity first (dtype objects are singletons per library), then the canonical
-    # DType objects: never == between two libraries' dtypes (array-api-strict warns)
-    if a.data.dtype is not b.data.dtype and a.dtype is not b.dtype:
-        fa, fb = a.dtype.is_floating_point, b.dtype.is_floating_point
-        if fa and not fb:
-            b = _cast_const(b, a.dtype.name)
-        elif fb and not fa:
-            a = _cast_const(a, b.dtype.name)
-        elif not fa and a.dtype.name == "bool":
-            a = _cast_const(a, b.dtype.name)
-        elif not fb and b.dtype.name == "bool":
-            b = _cast_const(b, a.dtype.name)
-    return a, b
-
-
-def _cast_const(t, dtype_name):
-    """An integer/bool tensor (never part of a graph) converted to ``dtype_name``."""
-    be = t._backend
-    return Tensor._make(be.xp.astype(t.data, be.dtype(dtype_name)), be, False, None)
-
-
-def _div_pair(a, b):
-    """Division is true division: two integer tensors give float32 (as in PyTorch)."""
-    a, b = _pair(a, b)
-    if not a.dtype.is_floating_point:
-        a = _cast_const(a, "float32")
-    if not b.dtype.is_floating_point:
-        b = _cast_const(b, a.dtype.name)
-    return a, b
-
-
-def pow(x, exponent):
-    """x ** exponent, for a constant (Python number) or a tensor exponent."""
-    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
-        return PowScalar.apply(x, c=exponent)
-    if not isinstance(x, Tensor):
-        x = as_tensor(x, exponent)
-    return Pow.apply(x, as_tensor(exponent, x))
-
-
-def matmul(a, b):
-    a, b = _pair(a, b)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes "
-                         f"{a.shape} and {b.shape}")
-    ka = a.shape[-1]
-    kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
-    if ka != kb:
-        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
-                         f"({ka} != {kb} in the contracted dimension)")
-    return MatMul.apply(a, b)
-
-
-def exp(x): return Exp.apply(x)
-def log(x): return Log.apply(x)
-def sqrt(x): return Sqrt.apply(x)
-def abs(x): return Abs.apply(x)
-def sin(x): return Sin.apply(x)
-def cos(x): return Cos.apply(x)
-def tanh(x): return Tanh.apply(x)
-def sigmoid(x): return Sigmoid.apply(x)
-def relu(x): return ReLU.apply(x)
-def leaky_relu(x, negative_slope=0.01): return LeakyReLU.apply(x, negative_slope=negative_slope)
-def elu(x, alpha=1.0): return ELU.apply(x, alpha=alpha)
-def softplus(x): return Softplus.apply(x)
-
-
-def clip(x, min=None, max=None):
-    """Clamp to [min, max] (either may be None). Also called ``clamp``."""
-    return Clip.apply(x, lo=min, hi=max)
-
-
-clamp = clip
-
-
-def maximum(a, b): return Maximum.apply(*_pair(a, b))
-def minimum(a, b): return Minimum.apply(*_pair(a, b))
-
-
-def where(condition, x, y):
-    """Elementwise ``x if condition else y``; condition is a boolean tensor or array."""
-    if isinstance(x, Tensor):
-        like = x
-    elif isinstance(y, Tensor):
-        like = y
-    else:
-        raise TypeError("where: x or y must be a tensor")
-    x, y = as_tensor(x, like), as_tensor(y, like)
-    if isinstance(condition, Tensor):
-        if condition._backend is not like._backend:
-            raise ValueError(f"where: the condition is on backend {condition.backend!r}, "
-                             f"the values on {like.backend!r}")
-        cond = condition.data
-    elif like._backend.is_array(condition):
-        cond = condition
-    else:
-        cond = Tensor(condition, backend=like._backend).data
-    return Where.apply(x, y, cond=cond)
-
-
-def sum(x, axis=None, keepdims=False):
-    return Sum.apply(x, axis=axis, keepdims=keepdims)
-
-
-def mean(x, axis=None, keepdims=False):
-    n = 1
-    for a in _normalize_axis(axis, x.ndim):
-        n *= x.shape[a]
-    return sum(x, axis, keepdims) * (1.0 / n)
-
-
-def max(x, axis=None, keepdims=False):
-    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="max")
-
-
-def min(x, axis=None, keepdims=False):
-    return MaxMin.apply(x, axis=axis, keepdims=keepdims, mode="min")
-
-
-def var(x, axis=None, keepdims=False, correction=0):
-    """Variance with ``correction`` subtracted from the count (0: population
-    variance, NumPy's default; 1: PyTorch's ``unbiased``)."""
-    n = 1
-    for a in _normalize_axis(axis, x.ndim):
-        n *= x.shape[a]
-    d = x - mean(x, axis, keepdims=True)
-    return sum(d * d, axis, keepdims) * (1.0 / builtins.max(n - correction, 1))
-
-
-def std(x, axis=None, keepdims=False, correction=0):
-    return sqrt(var(x, axis, keepdims, correction))
-
-
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) computed as m + log(sum(exp(x - m))), m = max(x) held
-    constant, so exp never overflows; the gradient is softmax(x)."""
-    m = max(x, axis, keepdims=True).detach()
-    y = log(sum(exp(x - m), axis, keepdims=True)) + m
-    if not keepdims:
-        y = y.reshape(tuple(s for i, s in enumerate(y.shape)
-                            if i not in _normalize_axis(axis, x.ndim)))
-    return y
-
-
-def softmax(x, axis=-1):
-    e = exp(x - max(x, axis, keepdims=True).detach())
-    return e / sum(e, axis, keepdims=True)
-
-
-def log_softmax(x, axis=-1):
-    return x - logsumexp(x, axis, keepdims=True)
-
-
-# -- shape ops
-def reshape(x, *shape):
-    shape = _shape_args(shape)
-    if -1 in shape:
-        known = 1
-        for s in shape:
-            if s != -1:
-                known *= s
-        if shape.count(-1) > 1 or known == 0 or x.size % known:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}")
-        shape = tuple(x.size // known if s == -1 else s for s in shape)
-    n = 1
-    for s in shape:
-        n *= s
-    if n != x.size:
-        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
-                         f"({x.size} elements) into {shape}")
-    if shape == x.shape:
-        return x
-    return Reshape.apply(x, shape=shape)
-
-
-view = reshape
-
-
-def _shape_args(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(int(s) for s in shape)
-
-
-def permute(x, *axes):
-    axes = _shape_args(axes)
-    if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-        raise ValueError(f"permute: {axes} is not a permutation of the {x.ndim} axes")
-    return Permute.apply(x, axes=tuple(a % x.ndim for a in axes))
-
-
-def _matrix_transpose(x):
-    """``x.mT``: swap the last two axes (used in every matmul backward: no checks)."""
-    n = x.ndim
-    if n < 2:
-        raise ValueError(f"mT needs at least 2 dimensions, got shape {x.shape}")
-    return Permute.apply(x, axes=tuple(range(n - 2)) + (n - 1, n - 2))
-
-
-def transpose(x, dim0=-2, dim1=-1):
-    """Swap two axes (PyTorch's ``transpose``; NumPy calls it ``swapaxes``)."""
-    axes = list(range(x.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return permute(x, *axes)
-
-
-swapaxes = transpose
-
-
-def flatten(x, start_dim=0, end_dim=-1):
-    if x.ndim == 0:
-        return x.reshape(1)
-    s, e = start_dim % x.ndim, end_dim % x.ndim
-    n = 1
-    for d in x.shape[s:e + 1]:
-        n *= d
-    return x.reshape(x.shape[:s] + (n,) + x.shape[e + 1:])
-
-
-def squeeze(x, axis=None):
-    if axis is None:
-        shape = tuple(d for d in x.shape if d != 1)
-    else:
-        axes = _normalize_axis(axis, x.ndim)
-        for a in axes:
-            if x.shape[a] != 1:
-                raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
-        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-    return x.reshape(shape)
-
-
-def unsqueeze(x, axis):
-    axis = axis % (x.ndim + 1)
-    return x.reshape(x.shape[:axis] + (1,) + x.shape[axis:])
-
-
-def broadcast_to(x, *shape):
-    shape = _shape_args(shape)
-    if shape == x.shape:
-        return x
-    try:
-        if _broadcast_shapes(x.shape, shape) != shape:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {shape}") from None
-    return BroadcastTo.apply(x, shape=shape)
-
-
-def expand(x, *shape):
-    """PyTorch's expand: like broadcast_to, with -1 meaning 'keep this size'."""
-    shape = _shape_args(shape)
-    lead = len(shape) - x.ndim
-    shape = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
-    return broadcast_to(x, shape)
-
-
-def sum_to(x, shape):
-    shape = tuple(shape)
-    if x.shape == shape:
-        return x
-    return SumTo.apply(x, shape=shape)
-
-
-def concatenate(tensors, axis=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("concatenate: needs at least one tensor")
-    first = tensors[0]
-    ax = axis % first.ndim
-    for t in tensors[1:]:
-        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
-                                       if i != ax):
-            raise ValueError(f"concatenate: shapes {first.shape} and {t.shape} differ outside "
-                             f"axis {axis}")
-    if len(tensors) == 1:
-        return first
-    return Concat.apply(*tensors, axis=ax)
-
-
-cat = concat = concatenate
-
-
-def stack(tensors, axis=0):
-    tensors = list(tensors)
-    shapes = {t.shape for t in tensors}
-    if len(shapes) != 1:
-        raise ValueError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
-    return concatenate([unsqueeze(t, axis) for t in tensors], axis)
-
-
-def split(x, split_size_or_sections, axis=0):
-    """PyTorch's split: an int is the size of each piece (the last may be smaller),
-    a list gives the size of every piece."""
-    n = x.shape[axis]
-    if isinstance(split_size_or_sections, int):
-        size = split_size_or_sections
-        sizes = [builtins.min(size, n - i) for i in range(0, n, size)]
-    else:
-        sizes = list(split_size_or_sections)
-        if builtins.sum(sizes) != n:
-            raise ValueError(f"split: sections {sizes} do not add up to {n}")
-    out, start = [], 0
-    for s in sizes:
-        idx = [slice(None)] * x.ndim
-        idx[axis] = slice(start, start + s)
-        out.append(x[tuple(idx)])
-        start += s
-    return tuple(out)
-
-
-def chunk(x, chunks, axis=0):
-    n = x.shape[axis]
-    return split(x, -(-n // chunks), axis)
-
-
-def pad(x, pad, value=0.0):
-    """Constant padding with PyTorch's ``F.pad`` convention: ``pad`` lists
-    (before, after) pairs starting from the LAST axis: (left, right, top, bottom)."""
-    if len(pad) % 2 or len(pad) // 2 > x.ndim:
-        raise ValueError(f"pad: needs an even number of widths, at most 2 per axis, got {pad}")
-    widths = [(0, 0)] * x.ndim
-    for i in range(len(pad) // 2):
-        widths[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
-    if builtins.min(builtins.min(w) for w in widths) < 0:
-        raise ValueError(f"pad: negative widths are not supported, got {pad}")
-    return Pad.apply(x, widths=tuple(widths), value=value)
-
-
-def getitem(x, key):
-    """``x[key]`` with NumPy's semantics: basic slicing, integer arrays (tensors,
-    lists) and boolean masks. Several index arrays are turned into ONE ``take``
-    along merged axes, the form every backend supports (the Array API has no
-    general multi-array indexing), so the gradient always scatter-adds once."""
-    key = _normalize_key(key, x._backend, x.ndim)
-    if key[0] == "take":
-        # the Array API leaves negative indices in take() unspecified: make them positive
-        _, axis, idx = key
-        xp = x._backend.xp
-        return GetItem.apply(x, key=("take", axis, xp.where(idx < 0, idx + x.shape[axis], idx)))
-    if key[0] != "fancy":
-        return GetItem.apply(x, key=key)
-    return _fancy_getitem(x, key[1])
-
-
 def _fancy_getitem(x, key):
     xp = x._backend.xp
     # 1. spell out "...", then split the key: a basic pass (slices, None) and an
@@ -1067,87 +1094,87 @@ def _fancy_getitem(x, key):
     return GetItem.apply(y, key=("take", p0, flat))
 
 
-# -- not differentiable: results never require grad
-def _nograd(fn, x, *args):
-    return Tensor._make(fn(x.data, *args), x._backend, False, None)
+def _drop_newaxes(key, x, ndim):
+    """``y[key] = x`` may not contain ``None`` (the Array API forbids it in
+    setitem): remove each ``None`` from the key and its size-1 axis from x."""
+    if not any(k is None for k in key):
+        return key, x
+    used = builtins.sum(0 if k is None or k is Ellipsis else
+                        (k.ndim if hasattr(k, "ndim") and k.ndim else 1) for k in key)
+    axis, drop = 0, []
+    for k in key:
+        if k is None:
+            drop.append(axis)
+            axis += 1
+        elif k is Ellipsis:
+            axis += ndim - used
+        elif isinstance(k, slice) or hasattr(k, "ndim"):
+            axis += 1
+    shape = tuple(s for i, s in enumerate(x.shape) if i not in drop)
+    return tuple(k for k in key if k is not None), x.__array_namespace__().reshape(x, shape) \
+        if hasattr(x, "__array_namespace__") else x.reshape(shape)
 
 
+# ----------------------------------------------------------------------------- not differentiable
+def _nograd(x, array):
+    """A result that never requires grad (indices, comparisons, masks)."""
+    return _const(array, x._backend)
+
+
+@tensor_method
 def argmax(x, axis=None, keepdims=False):
+    xp = x._backend.xp
     if axis is None:
-        return _nograd(lambda a: x._backend.xp.argmax(x._backend.xp.reshape(a, (-1,))), x)
-    return _nograd(lambda a: x._backend.xp.argmax(a, axis=axis, keepdims=keepdims), x)
+        return _nograd(x, xp.argmax(xp.reshape(x.data, (-1,))))
+    return _nograd(x, xp.argmax(x.data, axis=axis, keepdims=keepdims))
 
 
+@tensor_method
 def argmin(x, axis=None, keepdims=False):
+    xp = x._backend.xp
     if axis is None:
-        return _nograd(lambda a: x._backend.xp.argmin(x._backend.xp.reshape(a, (-1,))), x)
-    return _nograd(lambda a: x._backend.xp.argmin(a, axis=axis, keepdims=keepdims), x)
+        return _nograd(x, xp.argmin(xp.reshape(x.data, (-1,))))
+    return _nograd(x, xp.argmin(x.data, axis=axis, keepdims=keepdims))
 
 
-def _compare(op):
-    def f(a, b):
-        a, b = _pair(a, b)
+@tensor_method("all")
+def _all(x, axis=None):
+    return _nograd(x, x._backend.xp.all(x.data, axis=axis))
+
+
+@tensor_method("any")
+def _any(x, axis=None):
+    return _nograd(x, x._backend.xp.any(x.data, axis=axis))
+
+
+def _comparison(name, compare):
+    def op(a, b):
+        a, b = _operands(a, b)
         if a._backend is not b._backend:
             raise ValueError(f"comparison of tensors on backends {a.backend!r} and {b.backend!r}")
-        return Tensor._make(op(a.data, b.data), a._backend, False, None)
-    return f
+        return _nograd(a, compare(a.data, b.data))
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Elementwise ``a {name} b`` as a bool tensor (``Tensor.__{name}__``)."
+    return tensor_method(f"__{name}__")(op)
 
 
-eq = _compare(lambda a, b: a == b)
-ne = _compare(lambda a, b: a != b)
-lt = _compare(lambda a, b: a < b)
-le = _compare(lambda a, b: a <= b)
-gt = _compare(lambda a, b: a > b)
-ge = _compare(lambda a, b: a >= b)
+eq = _comparison("eq", lambda a, b: a == b)
+ne = _comparison("ne", lambda a, b: a != b)
+lt = _comparison("lt", lambda a, b: a < b)
+le = _comparison("le", lambda a, b: a <= b)
+gt = _comparison("gt", lambda a, b: a > b)
+ge = _comparison("ge", lambda a, b: a >= b)
 
 
 def zeros_like(x, dtype=None):
-    return Tensor._make(x._backend.zeros(x.shape, dtype or x.data.dtype), x._backend, False, None)
+    return _const(x._backend.zeros(x.shape, dtype or x.data.dtype), x._backend)
 
 
 def ones_like(x, dtype=None):
-    return Tensor._make(x._backend.ones(x.shape, dtype or x.data.dtype), x._backend, False, None)
+    return _const(x._backend.ones(x.shape, dtype or x.data.dtype), x._backend)
 
 
-# ----------------------------------------------------------------------------- Tensor methods
-def _install():
-    T = Tensor
-    T.__add__ = lambda a, b: Add.apply(*_pair(a, b))
-    T.__radd__ = lambda a, b: Add.apply(*_pair(b, a))
-    T.__sub__ = lambda a, b: Sub.apply(*_pair(a, b))
-    T.__rsub__ = lambda a, b: Sub.apply(*_pair(b, a))
-    T.__mul__ = lambda a, b: Mul.apply(*_pair(a, b))
-    T.__rmul__ = lambda a, b: Mul.apply(*_pair(b, a))
-    T.__truediv__ = lambda a, b: Div.apply(*_div_pair(a, b))
-    T.__rtruediv__ = lambda a, b: Div.apply(*_div_pair(b, a))
-    T.__neg__ = neg
-    T.__pos__ = lambda a: a
-    T.__pow__ = pow
-    T.__rpow__ = lambda a, b: pow(as_tensor(b, a), a)
-    T.__matmul__ = matmul
-    T.__rmatmul__ = lambda a, b: matmul(b, a)
-    T.__abs__ = abs
-    T.__getitem__ = getitem
-    T.__eq__ = eq
-    T.__ne__ = ne
-    T.__lt__ = lt
-    T.__le__ = le
-    T.__gt__ = gt
-    T.__ge__ = ge
-    for name in ("exp", "log", "sqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu",
-                 "leaky_relu", "elu", "softplus", "clip", "clamp", "maximum", "minimum",
-                 "sum", "mean", "max", "min", "var", "std", "logsumexp", "softmax",
-                 "log_softmax", "reshape", "view", "permute", "transpose", "swapaxes",
-                 "flatten", "squeeze", "unsqueeze", "broadcast_to", "expand", "sum_to",
-                 "split", "chunk", "argmax", "argmin", "matmul", "pow"):
-        setattr(T, name, globals()[name])
-    T.T = property(lambda a: permute(a, *reversed(range(a.ndim))))
-    T.mT = property(_matrix_transpose)
-    T.all = lambda a, axis=None: Tensor._make(a._backend.xp.all(a.data, axis=axis),
-                                              a._backend, False, None)
-    T.any = lambda a, axis=None: Tensor._make(a._backend.xp.any(a.data, axis=axis),
-                                              a._backend, False, None)
-
-
-_install()
-del math
+@tensor_method("__pos__")
+def _positive(x):
+    """``+x`` is x."""
+    return x

@@ -1,9 +1,10 @@
 """Optimizers and learning-rate schedulers (PyTorch's ``torch.optim``):
 ``from minigrad import optim``.
 
-Every update works in place on the parameters' backend arrays (``p.data``),
-outside the autograd graph, with no transfer to the host: on CuPy the whole
-step stays on the GPU. Parameters whose ``.grad`` is None (frozen with
+Every update is the optimizer's formula on the parameters' backend arrays
+(``p.data``, updated in place), outside the autograd graph, with no transfer to
+the host: on CuPy the whole step stays on the GPU. (``minigrad/kernels/optim.py``
+computes the same updates with fewer temporary arrays.) Parameters whose ``.grad`` is None (frozen with
 ``requires_grad_(False)``, or unused in the loss) are skipped, as in PyTorch.
 
 Parameter groups: pass a list of dicts, each with ``"params"`` and any
@@ -96,20 +97,6 @@ class Optimizer:
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
-
-    def _scratch(self, p):
-        """Two work arrays shaped like p, kept between steps (not part of the state).
-
-        Updates write into them in place instead of creating temporaries: on a
-        loaded CPU a fresh parameter-sized array can cost more (page faults) than
-        the arithmetic done in it."""
-        scratch = self.__dict__.setdefault("_scratch_arrays", {})
-        pair = scratch.get(p)
-        if pair is None or not p._backend.is_array(pair[0]) or \
-                pair[0].shape != p.data.shape or pair[0].dtype != p.data.dtype:
-            xp = p._backend.xp
-            pair = scratch[p] = (xp.empty_like(p.data), xp.empty_like(p.data))
-        return pair
 
     # -- state: PyTorch's layout, parameters named by their position across groups
     def state_dict(self):
@@ -221,35 +208,18 @@ class SGD(Optimizer):
                                       maximize=maximize))
 
     def _update(self, p, g, group, state):
-        wd, mom, lr = group["weight_decay"], group["momentum"], group["lr"]
-        d, tmp = self._scratch(p)      # d: the step direction, built in place
-        d[...] = g
         if group["maximize"]:
-            d *= -1.0
-        if wd:
-            tmp[...] = p.data
-            tmp *= wd
-            d += tmp
+            g = -g
+        if group["weight_decay"]:
+            g = g + group["weight_decay"] * p.data
+        mom = group["momentum"]
         if mom:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = p._backend.xp.asarray(d, copy=True)
-            else:
-                buf *= mom
-                if group["dampening"]:
-                    tmp[...] = d
-                    tmp *= 1.0 - group["dampening"]
-                    buf += tmp
-                else:
-                    buf += d
-            if group["nesterov"]:
-                tmp[...] = buf
-                tmp *= mom
-                d += tmp
-            else:
-                d[...] = buf
-        d *= lr
-        p.data -= d
+            buf = p._backend.xp.asarray(g, copy=True) if buf is None else \
+                mom * buf + (1.0 - group["dampening"]) * g
+            state["momentum_buffer"] = buf
+            g = g + mom * buf if group["nesterov"] else buf
+        p.data -= group["lr"] * g
 
 
 class Adam(Optimizer):
@@ -273,54 +243,33 @@ class Adam(Optimizer):
                                       maximize=maximize))
 
     def _update(self, p, g, group, state):
-        xp = p._backend.xp
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        self._init_state(p, group, state)
+        if group["maximize"]:
+            g = -g
+        if wd and self.decoupled:
+            p.data *= 1.0 - lr * wd
+        elif wd:
+            g = g + wd * p.data
+        state["step"] += 1
+        t = state["step"]
+        m = state["exp_avg"] = b1 * state["exp_avg"] + (1.0 - b1) * g
+        v = state["exp_avg_sq"] = b2 * state["exp_avg_sq"] + (1.0 - b2) * (g * g)
+        if group["amsgrad"]:
+            v = state["max_exp_avg_sq"] = p._backend.xp.maximum(state["max_exp_avg_sq"], v)
+        denom = p._backend.xp.sqrt(v) * (1.0 / math.sqrt(1.0 - b2 ** t)) + eps
+        p.data -= m / denom * (lr / (1.0 - b1 ** t))
+
+    @staticmethod
+    def _init_state(p, group, state):
+        """step 0 and zero moments, on the first update of ``p``."""
         if not state:
+            xp = p._backend.xp
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-        # Everything happens in place, in the state arrays and two scratch arrays.
-        s, tmp = self._scratch(p)
-        s[...] = g
-        if group["maximize"]:
-            s *= -1.0
-        if wd:
-            if self.decoupled:
-                p.data *= 1.0 - lr * wd
-            else:
-                tmp[...] = p.data
-                tmp *= wd
-                s += tmp
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        tmp[...] = s                 # v = b2 v + (1 - b2) g^2
-        tmp *= s
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
-        s *= 1.0 - b1                # m = b1 m + (1 - b1) g
-        m *= b1
-        m += s
-        if group["amsgrad"]:
-            vmax = state.get("max_exp_avg_sq")
-            if vmax is None:
-                vmax = state["max_exp_avg_sq"] = xp.zeros_like(p.data)
-            vmax[...] = xp.maximum(vmax, v)
-            v = vmax
-        # p -= lr / (1 - b1^t) * m / s,  s = sqrt(v) / sqrt(1 - b2^t) + eps, in PyTorch's
-        # order of operations (so float32 results round alike). m / s is a division,
-        # not s **= -1: NumPy has no fast path for a power of -1 (4x slower, measured).
-        s[...] = v
-        s **= 0.5
-        s *= 1.0 / math.sqrt(1.0 - b2 ** t)
-        s += eps
-        tmp[...] = m
-        tmp /= s
-        tmp *= lr / (1.0 - b1 ** t)
-        p.data -= tmp
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = p._backend.xp.zeros_like(p.data)
 
 
 class AdamW(Adam):

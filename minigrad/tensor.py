@@ -27,66 +27,16 @@ is the gradient of its one output.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import itertools
 
 from .backend import format_array as _format_array, get_backend as _get_backend, \
     host_array as _host_array
+from .dtypes import DTYPES, DType, dtype_of
 
 __all__ = ["Tensor", "Function", "DType", "no_grad", "enable_grad", "set_grad_enabled",
-           "is_grad_enabled", "grad", "tensor"]
-
-
-# ----------------------------------------------------------------------------- dtypes
-class DType:
-    """A backend-independent dtype name: ``mg.float32 == t.dtype`` on every backend."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __eq__(self, other):
-        if isinstance(other, DType):
-            return self.name == other.name
-        if isinstance(other, str):
-            return self.name == other
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __repr__(self):
-        return f"minigrad.{self.name}"
-
-    @property
-    def is_floating_point(self):
-        return self.name.startswith("float")
-
-
-_DTYPES = {n: DType(n) for n in ("float32", "float64", "int8", "int16", "int32", "int64",
-                                 "uint8", "bool")}
-
-
-# (type of the library's dtype, dtype) -> DType: str() of a NumPy dtype is slow. The
-# type comes first so that dtypes of two libraries are never compared with each other.
-_DTYPE_OF = {}
-
-
-def _dtype_of(array) -> DType:
-    d = array.dtype
-    key = (type(d), d)
-    try:
-        return _DTYPE_OF[key]
-    except KeyError:
-        name = str(d).rsplit(".", 1)[-1]  # "float32" or "array_api_strict.float32"
-        _DTYPE_OF[key] = result = _DTYPES.get(name) or DType(name)
-        return result
-    except TypeError:  # an unhashable dtype object
-        name = str(d).rsplit(".", 1)[-1]
-        return _DTYPES.get(name) or DType(name)
+           "is_grad_enabled", "grad", "tensor", "tensor_method"]
 
 
 # ----------------------------------------------------------------------------- grad mode
@@ -222,6 +172,11 @@ def tensor(data, requires_grad=False, dtype=None, backend=None):
 class Tensor:
     """An n-dimensional array that remembers how it was computed.
 
+    This class holds the data, the gradient, the link to the graph (``_ctx``),
+    conversions and ``backward``. Its arithmetic (``x + y``, ``x @ w``, ``x[i]``)
+    and math methods (``x.sum()``, ``x.reshape()``) are the functions of ``ops.py``
+    marked ``@tensor_method``, each defined next to the op it applies.
+
     >>> import minigrad as mg
     >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
     >>> y = (x * x).sum()
@@ -271,7 +226,7 @@ class Tensor:
 
     @property
     def dtype(self) -> DType:
-        return _dtype_of(self.data)
+        return dtype_of(self.data)
 
     @property
     def size(self) -> int:
@@ -353,19 +308,17 @@ class Tensor:
     def to(self, target, dtype=None) -> Tensor:
         """``t.to("cupy")`` moves to a backend; ``t.to(mg.float64)`` casts; both
         keep the graph (the gradient flows back across the move)."""
-        from . import ops
-        if isinstance(target, (DType,)) or target in _DTYPES:
+        if isinstance(target, DType) or target in DTYPES:
             return self.astype(target)
-        out = ops.ToBackend.apply(self, backend=target) if _get_backend(target) is not \
+        out = ToBackend.apply(self, backend=target) if _get_backend(target) is not \
             self._backend else self
         return out.astype(dtype) if dtype is not None else out
 
     def astype(self, dtype) -> Tensor:
-        from . import ops
         name = dtype.name if isinstance(dtype, DType) else str(dtype).rsplit(".", 1)[-1]
         if name == self.dtype.name:
             return self
-        return ops.Cast.apply(self, dtype=name)
+        return Cast.apply(self, dtype=name)
 
     def float(self):
         return self.astype("float32")
@@ -422,20 +375,78 @@ def _as_grad(g, like: Tensor) -> Tensor:
     return g
 
 
+def tensor_method(*names, reflected=None, prop=False):
+    """Decorator for the functions of ``ops.py``: also make ``fn`` the Tensor method
+    ``names`` (default: its own name), so ``x.exp()`` calls ``exp(x)``.
+
+    ``reflected="__radd__"`` adds the operator with swapped operands (``2 + x``);
+    ``prop=True`` makes a property (``x.T``). Bare ``@tensor_method`` uses the name."""
+    if len(names) == 1 and callable(names[0]):
+        return tensor_method()(names[0])
+
+    def register(fn):
+        for name in names or (fn.__name__,):
+            setattr(Tensor, name, property(fn) if prop else fn)
+        if reflected:
+            setattr(Tensor, reflected, lambda a, b: fn(b, a))
+        return fn
+    return register
+
+
+class Cast(Function):
+    """y = x as another dtype;  dx = gy cast back (``Tensor.astype``, ``Tensor.to``)."""
+
+    def forward(self, x, dtype="float32"):
+        self.old = dtype_of(x).name
+        return self.xp.astype(x, self._backend.dtype(dtype))
+
+    def backward(self, gy):
+        return gy.astype(self.old)
+
+
+class ToBackend(Function):
+    """Move to another backend through the host;  dx = gy moved back (``Tensor.to``)."""
+
+    @classmethod
+    def apply(cls, x, backend=None):
+        out = super().apply(x, backend=backend)
+        target = _get_backend(backend)
+        out._backend = target          # the output lives on the target backend
+        if out._ctx is not None:
+            out._ctx._backend = target
+        return out
+
+    def forward(self, x, backend=None):
+        self.source = self._backend
+        return _get_backend(backend).from_numpy(self.source.to_numpy(x))
+
+    def backward(self, gy):
+        return gy.to(self.source.name)
+
+
 # ----------------------------------------------------------------------------- the engine
 def _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs):
     """Propagate ``grad_outputs`` from ``outputs`` back through the graph.
 
     With ``inputs=None`` gradients accumulate into every reached leaf's ``.grad``
-    (``Tensor.backward``); otherwise the gradients of ``inputs`` are returned and
-    no ``.grad`` is touched (``mg.grad``).
+    (``Tensor.backward``). Otherwise the gradients of ``inputs`` are returned, no
+    ``.grad`` is touched (``mg.grad``), and backward runs only on the nodes from
+    which some input can be reached: branches that lead to other leaves only (a
+    discriminator's weights, when the gradient of the generator is asked) are skipped.
     """
     node_grads = {}      # Function -> gradient of its output, summed over consumers
     leaf_grads = {}      # id(leaf tensor) -> [tensor, gradient]
     heap, tie = [], itertools.count()
-    wanted = None if inputs is None else {id(t) for t in inputs}
-    wanted_nodes = {} if inputs is None else \
-        {t._ctx: None for t in inputs if t._ctx is not None}
+    if inputs is None:
+        wanted = wanted_nodes = leads = None
+    else:
+        wanted = {id(t) for t in inputs if t._ctx is None}
+        wanted_nodes = {t._ctx: None for t in inputs if t._ctx is not None}
+        useful = _nodes_leading_to(outputs, wanted, wanted_nodes)
+
+        def leads(x):
+            return id(x) in wanted if x._ctx is None else \
+                x._ctx in useful or x._ctx in wanted_nodes
 
     def accumulate(t, g):
         if t._ctx is None:
@@ -454,20 +465,27 @@ def _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs):
 
     with set_grad_enabled(create_graph):
         for t, g in zip(outputs, grad_outputs):
-            if t.requires_grad:
+            if t.requires_grad and (leads is None or leads(t)):
                 accumulate(t, g)
         while heap:
             _, _, node = heapq.heappop(heap)
             gy = node_grads.pop(node)
-            if node in wanted_nodes:
-                wanted_nodes[node] = gy
             if node.inputs is None:
                 raise RuntimeError(_GRAPH_FREED)
+            if leads is not None:
+                if node in wanted_nodes:
+                    wanted_nodes[node] = gy
+                if node not in useful:
+                    continue
+                needs = node.needs_input_grad   # ask only for the gradients that lead on
+                node.needs_input_grad = tuple(n and leads(x) for n, x in zip(needs, node.inputs))
             gxs = node.backward(gy)
+            if leads is not None:
+                node.needs_input_grad = needs
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
             for x, gx in zip(node.inputs, gxs):
-                if gx is not None and x.requires_grad:
+                if gx is not None and x.requires_grad and (leads is None or leads(x)):
                     if gx.data.shape != x.data.shape:
                         raise RuntimeError(
                             f"{type(node).__name__}.backward returned a gradient of shape "
@@ -491,6 +509,32 @@ def _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs):
             g = g.detach()
         result.append(g)
     return result
+
+
+def _nodes_leading_to(outputs, wanted_leaves, wanted_nodes):
+    """The nodes above ``outputs`` from which a wanted leaf or node can be reached,
+    found by one depth-first walk with an explicit stack (inputs before consumers)."""
+    useful, done = set(), set()
+    stack = [t._ctx for t in outputs if t._ctx is not None]
+    while stack:
+        node = stack[-1]
+        if node in done:
+            stack.pop()
+            continue
+        if node.inputs is None:
+            raise RuntimeError(_GRAPH_FREED)
+        pending = [x._ctx for x in node.inputs if x._ctx is not None and x._ctx not in done]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        done.add(node)
+        for x in node.inputs:
+            if (id(x) in wanted_leaves) if x._ctx is None else \
+                    (x._ctx in useful or x._ctx in wanted_nodes):
+                useful.add(node)
+                break
+    return useful
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None,

@@ -201,10 +201,17 @@ def test_env_var_chooses_the_backend():
 
 @pytest.mark.skipif(_has_gpu(), reason="a GPU with CuPy is present")
 def test_env_var_cupy_without_gpu_names_the_variable_and_the_fix():
+    """The variable is read when a backend is first needed: importing works (so a
+    CLI can still print --help or choose --backend numpy), the first tensor says why."""
     r = _run("import minigrad", MINIGRAD_BACKEND="cupy")
+    assert r.returncode == 0, r.stderr
+    r = _run("import minigrad as mg; mg.tensor(1.0)", MINIGRAD_BACKEND="cupy")
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert "BackendError: MINIGRAD_BACKEND=cupy" in last and "cuda" in last
+    r = _run("import minigrad as mg; print(mg.tensor(1.0, backend='numpy').backend)",
+             MINIGRAD_BACKEND="cupy")
+    assert r.returncode == 0 and r.stdout.split() == ["numpy"], r.stderr
 
 
 def test_backend_context_restores_previous():

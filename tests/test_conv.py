@@ -40,68 +40,8 @@ def pair_or_int(draw, a, b):
 
 
 # ----------------------------------------------------------------------------- references
-def ref_conv2d(x, w, b, stride, padding, dilation, groups):
-    """y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] xpad[n, g(o)*Cg + c, p*sh + i*dh, q*sw + j*dw]."""
-    (sh, sw), (pt, pb, pl, pr), (dh, dw) = stride, padding, dilation
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    xpad = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    xpad[:, :, pt:pt + h, pl:pl + wd] = x
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    y = np.zeros((n, o, ho, wo))
-    og = o // groups
-    for oc in range(o):
-        g = oc // og
-        for p in range(ho):
-            for q in range(wo):
-                for ci in range(cg):
-                    for i in range(kh):
-                        for j in range(kw):
-                            y[:, oc, p, q] += w[oc, ci, i, j] * \
-                                xpad[:, g * cg + ci, p * sh + i * dh, q * sw + j * dw]
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
-
-
-def ref_conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups):
-    """Scatter: every x[n,ci,h,v] adds x * w[ci,co,i,j] at (h*sh + i*dh - ph, v*sw + j*dw - pw)."""
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
-    n, cin, h, wd = x.shape
-    _, cog, kh, kw = w.shape
-    ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
-    wo = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
-    buf = np.zeros((n, cog * groups, ho + 2 * ph, wo + 2 * pw))
-    cig = cin // groups
-    for ci in range(cin):
-        g = ci // cig
-        for co in range(cog):
-            for r in range(h):
-                for v in range(wd):
-                    for i in range(kh):
-                        for j in range(kw):
-                            buf[:, g * cog + co, r * sh + i * dh, v * sw + j * dw] += \
-                                x[:, ci, r, v] * w[ci, co, i, j]
-    y = buf[:, :, ph:ph + ho, pw:pw + wo]
-    if b is not None:
-        y = y + b[None, :, None, None]
-    return y
-
-
-def ref_pool(x, k, s, p, mode):
-    (kh, kw), (sh, sw), (ph, pw) = k, s, p
-    n, c, h, w = x.shape
-    fill = -np.inf if mode == "max" else 0.0
-    xpad = np.full((n, c, h + 2 * ph, w + 2 * pw), fill)
-    xpad[:, :, ph:ph + h, pw:pw + w] = x
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    y = np.zeros((n, c, ho, wo))
-    for p_ in range(ho):
-        for q in range(wo):
-            win = xpad[:, :, p_ * sh:p_ * sh + kh, q * sw:q * sw + kw]
-            y[:, :, p_, q] = win.max(axis=(2, 3)) if mode == "max" else win.mean(axis=(2, 3))
-    return y
+# the nested-loop definitions, shared with the op registry
+from minigrad.testing.registry import ref_conv2d, ref_conv_transpose2d, ref_pool  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -272,7 +212,8 @@ def test_conv_transpose2d_forward_matches_scatter_reference(backend_name):
     def check(case):
         x, w, b, kwargs, geom = case
         y = conv_transpose2d(tensor(x), tensor(w), None if b is None else tensor(b), **kwargs)
-        expected = ref_conv_transpose2d(x, w, b, *geom, kwargs["groups"])
+        expected = ref_conv_transpose2d(x, w, b, *geom[:3], groups=kwargs["groups"],
+                                        dilation=geom[3])
         assert y.shape == expected.shape
         np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-10)
     check()
@@ -304,7 +245,7 @@ def test_wide_transposed_conv_subpixel_path(backend_name):
     def check(case):
         x, w, b, kwargs, geom = case
         y = conv_transpose2d(tensor(x), tensor(w), None if b is None else tensor(b), **kwargs)
-        np.testing.assert_allclose(y.numpy(), ref_conv_transpose2d(x, w, b, *geom, 1),
+        np.testing.assert_allclose(y.numpy(), ref_conv_transpose2d(x, w, b, *geom[:3], dilation=geom[3]),
                                    rtol=1e-10, atol=1e-10)
         assert mg.gradcheck(_fn(conv_transpose2d, kwargs), _args(x[:1], w, b))
         # conv2d with this weight as (out=C_in, in=16): its input gradient is the same op

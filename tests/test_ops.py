@@ -1,4 +1,4 @@
-"""Property tests for every op in tests/op_registry.py, on every backend:
+"""Property tests for every entry of minigrad/testing/registry.py, on every backend:
 
 * forward equals the NumPy/SciPy reference (values, shape, float64 kept);
 * ``mg.gradcheck``: backward against central differences, with a random upstream
@@ -8,79 +8,76 @@
 
 Each test draws its cases with hypothesis (profiles in conftest.py).
 """
+import gc
+
 import numpy as np  # host-side: references and comparisons
 import pytest
 from hypothesis import given
 
 import minigrad as mg
 from minigrad.gradcheck import FULL_CHECK_MAX_ELEMENTS
-from op_registry import OPS
+from minigrad.testing import functions_reached, run_check
+from minigrad.testing.registry import OPS, coverage_table
 
 GRADGRAD_OPS = [s for s in OPS if s.gradgrad]
 
 
-def _leaves(args):
-    """One float64 leaf tensor per distinct Arg (the same Arg twice -> the same tensor)."""
-    leaves = {}
-    for a in args:
-        if id(a) not in leaves:
-            leaves[id(a)] = mg.tensor(a.base, dtype="float64", requires_grad=True)
-    return leaves
-
-
-def _closure(spec, args, params):
-    """fn(*distinct leaves) -> output, applying each Arg's layout on the way in."""
-    order = list(dict.fromkeys(id(a) for a in args))
-
-    def fn(*leaves):
-        by_id = dict(zip(order, leaves))
-        return spec.fn(*[a.view(by_id[id(a)]) for a in args], **params)
-    return fn, order
+def _run(check, spec, backend_name):
+    @given(spec.cases())
+    def run(case):
+        run_check(check, spec, case, backend_name)
+    run()
 
 
 @pytest.mark.parametrize("spec", OPS, ids=[s.name for s in OPS])
 def test_forward_matches_numpy(spec, backend_name):
-    @given(spec.cases())
-    def check(case):
-        args, params = case
-        leaves = _leaves(args)
-        fn, order = _closure(spec, args, params)
-        out = fn(*[leaves[i] for i in order])
-        expected = np.asarray(spec.ref(*[a.value for a in args], **params))
-        assert out.backend == backend_name
-        assert out.dtype == mg.float64, f"{spec.name} changed float64 to {out.dtype}"
-        assert out.shape == expected.shape, f"{spec.name}: shape {out.shape} != {expected.shape}"
-        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
-        assert out.requires_grad
-        # backward gives every leaf a float64 gradient of its own shape, on its backend
-        out.backward(mg.ones(out.shape, dtype="float64"))
-        for i in order:
-            g = leaves[i].grad
-            assert g is not None and g.shape == leaves[i].shape
-            assert g.dtype == mg.float64 and g.backend == backend_name
-    check()
+    _run("forward", spec, backend_name)
 
 
 @pytest.mark.parametrize("spec", OPS, ids=[s.name for s in OPS])
 def test_gradcheck(spec, backend_name):
-    @given(spec.cases())
-    def check(case):
-        args, params = case
-        leaves = _leaves(args)
-        fn, order = _closure(spec, args, params)
-        assert mg.gradcheck(fn, [leaves[i] for i in order])
-    check()
+    _run("gradcheck", spec, backend_name)
 
 
 @pytest.mark.parametrize("spec", GRADGRAD_OPS, ids=[s.name for s in GRADGRAD_OPS])
 def test_gradgradcheck(spec, backend_name):
-    @given(spec.cases())
-    def check(case):
-        args, params = case
-        leaves = _leaves(args)
-        fn, order = _closure(spec, args, params)
-        assert mg.gradgradcheck(fn, [leaves[i] for i in order])
-    check()
+    _run("gradgradcheck", spec, backend_name)
+
+
+def _all_functions():
+    def subclasses(c):
+        for s in c.__subclasses__():
+            yield s
+            yield from subclasses(s)
+    return {f for f in subclasses(mg.Function) if f.__module__.startswith("minigrad.")
+            and not f.__module__.startswith("minigrad.testing")}
+
+
+def test_every_function_is_reached_by_a_registry_entry():
+    """Adding a Function without a registry entry fails here: the union of what the
+    entries reach (forward, backward and the backward's backward) is every Function."""
+    reached = set()
+    for spec in OPS:
+        reached |= functions_reached(spec)
+    missing = sorted(f"{f.__module__}.{f.__name__}" for f in _all_functions() - reached)
+    assert not missing, f"Functions no registry entry reaches: {missing}"
+
+
+def test_the_coverage_check_can_fail():
+    class Unregistered(mg.Function):
+        def forward(self, x):
+            return x
+
+        def backward(self, gy):
+            return gy
+
+    Unregistered.__module__ = "minigrad.ops"     # as if it were defined in the engine
+    try:
+        assert Unregistered in _all_functions()
+        assert not any(Unregistered in functions_reached(s) for s in OPS[:5])
+    finally:
+        del Unregistered
+        gc.collect()      # drop it from Function.__subclasses__()
 
 
 def test_registry_covers_issue_ops():
@@ -112,10 +109,10 @@ def test_gradcheck_catches_a_wrong_backward():
 
 
 def test_coverage_table_lists_every_op():
-    from op_registry import coverage_table
     table = coverage_table()
     for s in OPS:
         assert f"\n{s.name} " in table
+    assert "Conv2dWeight" in table and "ToBackend" in table and "BatchNormTrain" in table
 
 
 def test_gradcheck_reports_the_worst_element(backend_name):
@@ -172,8 +169,8 @@ def test_list_command_prints_the_table():
     import subprocess
     import sys
     root = pathlib.Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "minigrad.gradcheck", "--list"], cwd=root,
+    r = subprocess.run([sys.executable, "-m", "minigrad.testing", "--list"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("op ") and f"{len(OPS)} ops" in r.stdout
+    assert r.stdout.startswith("op ") and f"{len(OPS)} entries" in r.stdout
     assert all(f"\n{s.name} " in r.stdout for s in OPS)

@@ -6,6 +6,7 @@ import math
 from .. import functional as F
 from .. import ops
 from ..backend import get_backend as _get_backend
+from ..conv import int_pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -20,14 +21,6 @@ __all__ = ["Identity", "Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "Ba
 def _empty(shape, dtype=None, backend=None):
     be = _get_backend(backend)
     return Parameter(Tensor._make(be.zeros(tuple(shape), dtype or "float32"), be, False, None))
-
-
-def _pair(v, name):
-    if isinstance(v, int):
-        return (v, v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return tuple(v)
-    raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
 
 
 def _positive(v, name):
@@ -78,8 +71,31 @@ class Linear(Module):
 
 
 class _ConvNd(Module):
-    def _init_params(self, weight_shape, out_channels, bias, dtype, backend):
-        self.weight = _empty(weight_shape, dtype, backend)
+    """What Conv2d and ConvTranspose2d share: argument checks, weight, bias, init, repr."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, padding_mode, dtype, backend, output_padding=None):
+        super().__init__()
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got "
+                             f"{padding_mode!r}")
+        self.in_channels = _positive(in_channels, "in_channels")
+        self.out_channels = _positive(out_channels, "out_channels")
+        self.groups = _positive(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.kernel_size = int_pair(kernel_size, "kernel_size", name, 1)
+        self.stride = int_pair(stride, "stride", name, 1)
+        self.padding = int_pair(padding, "padding", name, 0)
+        self.dilation = int_pair(dilation, "dilation", name, 1)
+        if output_padding is None:      # conv: weight (out, in / groups, kh, kw)
+            shape = (out_channels, in_channels // groups)
+        else:                           # transposed: weight (in, out / groups, kh, kw)
+            self.output_padding = int_pair(output_padding, "output_padding", name, 0)
+            shape = (in_channels, out_channels // groups)
+        self.weight = _empty(shape + self.kernel_size, dtype, backend)
         if bias:
             self.bias = _empty((out_channels,), dtype, backend)
         else:
@@ -119,22 +135,8 @@ class Conv2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=None,
                  backend=None):
-        super().__init__()
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
-        self.in_channels = _positive(in_channels, "in_channels")
-        self.out_channels = _positive(out_channels, "out_channels")
-        self.groups = _positive(groups, "groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        self._init_params((out_channels, in_channels // groups) + self.kernel_size,
-                          out_channels, bias, dtype, backend)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, dtype, backend)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -148,23 +150,8 @@ class ConvTranspose2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
                  dtype=None, backend=None):
-        super().__init__()
-        if padding_mode != "zeros":
-            raise ValueError(f"ConvTranspose2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
-        self.in_channels = _positive(in_channels, "in_channels")
-        self.out_channels = _positive(out_channels, "out_channels")
-        self.groups = _positive(groups, "groups")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.output_padding = _pair(output_padding, "output_padding")
-        self.dilation = _pair(dilation, "dilation")
-        self._init_params((in_channels, out_channels // groups) + self.kernel_size,
-                          out_channels, bias, dtype, backend)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, dtype, backend, output_padding)
 
     def forward(self, x):
         return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,

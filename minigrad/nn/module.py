@@ -18,7 +18,8 @@ from collections import OrderedDict, namedtuple
 
 from ..backend import all_backends as _all_backends, get_backend as _get_backend, \
     is_host_array as _is_host_array
-from ..tensor import DType, Tensor, _DTYPES, no_grad
+from ..dtypes import DTYPES as _DTYPES, DType
+from ..tensor import Tensor, no_grad
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError"]
 

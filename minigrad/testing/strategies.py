@@ -1,5 +1,5 @@
-"""Hypothesis strategies for the op tests: shapes, broadcastable shape pairs,
-axes, well-conditioned float64 arrays, and non-contiguous layouts.
+"""Hypothesis strategies for op tests: shapes, broadcastable shape pairs, axes,
+dtypes, well-conditioned float64 arrays, and non-contiguous layouts.
 
 Values are kept away from the points where an op has no derivative (relu/abs
 at 0, clip at its bounds, ties in max/min/maximum) and inside each op's domain
@@ -110,6 +110,7 @@ DOMAINS = {
     "clip": floats_avoiding(-2.0, 2.0, avoid=(-0.5, 0.7), gap=0.05),  # clip(x, -0.5, 0.7)
     "grid": st.integers(-12, 12).map(lambda k: 0.25 * k),            # maximum's first operand
     "offgrid": st.integers(-12, 12).map(lambda k: 0.25 * k + 0.125),  # ... and its second
+    "probability": _interval(0.05, 0.95),                            # BCE inputs and targets
 }
 CLIP_LO, CLIP_HI = -0.5, 0.7
 
@@ -179,3 +180,49 @@ def args(draw, shape, domain="real", layouts=("c", "T", "step")):
 
 def contiguous(shape, domain="real"):
     return args(shape, domain, layouts=("c",))
+
+
+def float_dtypes():
+    """"float32" or "float64": for tests that a kernel or op keeps both."""
+    return st.sampled_from(["float32", "float64"])
+
+
+# ----------------------------------------------------------------------------- cases: (args, params)
+def unary(domain="real", params=st.just({})):
+    @st.composite
+    def cases(draw):
+        shape = draw(shapes())
+        return [draw(args(shape, domain))], draw(params)
+    return cases
+
+
+def binary(domain_a="real", domain_b="real", allow_same=True, same_domain=None):
+    """Two broadcastable operands; sometimes the SAME tensor twice (a + a)."""
+    @st.composite
+    def cases(draw):
+        if allow_same and draw(st.integers(0, 4)) == 0:
+            a = draw(args(draw(shapes()), same_domain or domain_b))
+            return [a, a], {}
+        sa, sb = draw(broadcastable_shapes())
+        return [draw(args(sa, domain_a)), draw(args(sb, domain_b))], {}
+    return cases
+
+
+def reduction(domain="real", extra=None, min_count=1):
+    """One operand, an axis (None, int or tuple) and keepdims."""
+    @st.composite
+    def cases(draw):
+        shape = draw(shapes())
+        axis = draw(axes(len(shape)))
+        params = {"axis": axis, "keepdims": draw(st.booleans())}
+        if extra is not None:
+            params.update(draw(extra))
+        need = min_count + params.get("correction", 0)
+        if reduced_size(shape, axis) < need:   # e.g. std over one element: no derivative
+            shape = tuple(max(s, need) for s in shape) if shape else shape
+            if reduced_size(shape, axis) < need:
+                shape, params["axis"] = (need,), None
+        return [draw(args(shape, domain))], params
+    return cases
+
+
