@@ -75,7 +75,8 @@ class DataLoader:
 
     ``shuffle=True`` draws a new permutation every epoch from the loader's own
     generator, seeded by ``seed``; ``state_dict()`` captures that generator so a
-    resumed run sees the same batch order as an uninterrupted one.
+    resumed run sees the same batch order as an uninterrupted one. The batches go
+    to ``backend`` (default: the current backend when the loader is made).
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
@@ -86,7 +87,7 @@ class DataLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.backend = backend
+        self.backend = get_backend(backend)
         self._rng = np.random.default_rng(seed)
 
     def __len__(self):
@@ -96,7 +97,7 @@ class DataLoader:
     def __iter__(self):
         n = len(self.dataset)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
-        be = get_backend(self.backend)
+        be = self.backend
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:

@@ -1,8 +1,15 @@
-"""Shared test set-up: hypothesis profiles and the backend parametrisation.
+"""Shared test set-up: hypothesis profiles, the backend parametrisation, and the
+kernels-on / kernels-off runs.
 
 Profiles: ``ci`` (derandomised, bounded, no deadline; the default under CI=true)
 and ``thorough`` (many more examples): ``HYPOTHESIS_PROFILE=thorough pytest``.
+
+The op registry tests (tests/test_ops.py) and the tests that run a model
+command (``run_cli``) run twice: with the kernels of minigrad/kernels/ on, and on
+the reading path alone. ``MINIGRAD_KERNELS=off python -m pytest`` runs the whole
+suite on the reading path.
 """
+import inspect
 import os
 
 import pytest
@@ -22,6 +29,31 @@ settings.register_profile("thorough", max_examples=300, deadline=None,
                                                  HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
                                      "ci" if os.environ.get("CI") else "dev"))
+
+
+def _runs_both_ways(metafunc):
+    """test_ops.py, and the tests that run a model command: they write to tmp_path in a
+    module that calls run_cli."""
+    if metafunc.module.__name__.rsplit(".", 1)[-1] == "test_ops":
+        return True
+    try:
+        calls_cli = "run_cli(" in inspect.getsource(metafunc.module)
+    except (OSError, TypeError):
+        return False
+    return calls_cli and "tmp_path" in metafunc.fixturenames
+
+
+def pytest_generate_tests(metafunc):
+    if _runs_both_ways(metafunc) and mg.kernels.is_enabled():
+        metafunc.fixturenames.append("kernel_mode")
+        metafunc.parametrize("kernel_mode", ["kernels", "reference"], indirect=True)
+
+
+@pytest.fixture
+def kernel_mode(request):
+    """"kernels": the registered kernels on; "reference": the reading path alone."""
+    with mg.kernels.set_enabled(request.param == "kernels"):
+        yield request.param
 
 
 def _backend_params():

@@ -1,6 +1,7 @@
 """Engine semantics: accumulation, graph freeing, long graphs, higher-order
 gradients, grad mode, dtypes, error messages and memory."""
 import gc
+import pathlib
 import sys
 import weakref
 
@@ -9,6 +10,8 @@ import pytest
 
 import minigrad as mg
 from minigrad.tensor import Function, Tensor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def t64(data, requires_grad=True):
@@ -396,3 +399,103 @@ def test_max_with_ties_shares_the_gradient(backend_name):
     x.grad = None
     x.min(axis=1).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [[1, 0, 0], [0, 1, 0]])
+
+
+def _counting(fn_cls, counts):
+    """A subclass of ``fn_cls`` that counts its backward calls under its own name."""
+    class Counted(fn_cls):
+        def backward(self, gy):
+            counts[self.tag] = counts.get(self.tag, 0) + 1
+            return super().backward(gy)
+    return Counted
+
+
+def test_grad_prunes_backward_to_the_asked_inputs(backend_name):
+    """mg.grad(loss, [x]) runs backward only on nodes from which x can be reached:
+    a branch that leads to another leaf alone (a discriminator's weights) is skipped,
+    and a node feeding both gets asked for x's side only."""
+    from minigrad.functional import Linear
+    counts = {}
+    Counted = _counting(Linear, counts)
+
+    def linear(x, w, tag):
+        y = Counted.apply(x, w)
+        y._ctx.tag = tag
+        return y
+
+    x = mg.randn(4, 3, dtype="float64", requires_grad=True)
+    w_g = mg.randn(5, 3, dtype="float64", requires_grad=True)     # "generator" weight
+    w_d = mg.randn(1, 5, dtype="float64", requires_grad=True)     # "discriminator" weight
+    w_other = mg.randn(1, 3, dtype="float64", requires_grad=True)
+    h = linear(x, w_g, "g")
+    loss = linear(h.tanh(), w_d, "d").sum() + linear(mg.ones(4, 3, dtype="float64"),
+                                                     w_other, "other").sum()
+    (gx,) = mg.grad(loss, [x], retain_graph=True)
+    assert counts == {"g": 1, "d": 1}          # "other" reaches only w_other: never run
+    # the same gradient as a full backward
+    loss.backward()
+    np.testing.assert_allclose(gx.numpy(), x.grad.numpy(), rtol=1e-12)
+    assert counts == {"g": 2, "d": 2, "other": 1}
+
+
+def test_pruned_backward_asks_only_for_the_gradients_that_lead_on(backend_name):
+    seen = []
+
+    class Spy(mg.Function):
+        def forward(self, a, b):
+            return a * b
+
+        def backward(self, gy):
+            seen.append(self.needs_input_grad)
+            a, b = self.inputs
+            return gy * b, gy * a
+
+    a = mg.tensor([1.0, 2.0], requires_grad=True)
+    b = mg.tensor([3.0, 4.0], requires_grad=True)
+    out = Spy.apply(a, b).sum()
+    (ga,) = mg.grad(out, [a], retain_graph=True)
+    assert seen == [(True, False)] and ga.tolist() == [3.0, 4.0]
+    out.backward()
+    assert seen[-1] == (True, True)              # restored for a later full backward
+
+
+def test_grad_of_a_freed_graph_still_says_so(backend_name):
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    mg.grad(y, [x])
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        mg.grad(y, [x])
+
+
+def test_manual_seed_also_seeds_backends_created_later():
+    import subprocess
+    import sys
+    code = ("import minigrad as mg; mg.manual_seed(42); a = mg.randn(3, backend='strict').tolist();"
+            " mg.manual_seed(42); b = mg.randn(3, backend='strict').tolist();"
+            " import numpy as np; c = np.random.default_rng(42).standard_normal(3).tolist();"
+            " print(a == b, [round(v, 5) for v in a] == [round(v, 5) for v in c])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(ROOT), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True"]
+
+
+def test_manual_seed_range_follows_pytorch():
+    mg.manual_seed(-1)                       # mapped to 2**64 - 2, as in PyTorch
+    a = mg.randn(2).tolist()
+    mg.manual_seed(2 ** 64 - 2)
+    assert mg.randn(2).tolist() == a
+    with pytest.raises(ValueError, match="seed"):
+        mg.manual_seed(2 ** 64)
+    mg.manual_seed(0)
+
+
+def test_importing_minigrad_installs_no_warnings_filter():
+    import subprocess
+    import sys
+    # numpy, scipy and matplotlib install filters of their own when imported: take them first
+    code = ("import warnings, numpy, scipy, matplotlib; before = list(warnings.filters); "
+            "import minigrad; print(warnings.filters == before)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(ROOT), timeout=120)
+    assert r.stdout.split() == ["True"], r.stderr

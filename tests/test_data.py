@@ -143,3 +143,13 @@ def test_dataloader_covers_each_example_once_and_shuffles_reproducibly(backend_n
         DataLoader(ds, batch_size=0)
     with pytest.raises(ValueError, match="different lengths"):
         TensorDataset(x, y[:3])
+
+
+def test_data_loader_binds_its_backend_when_made():
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    with mg.backend("strict"):
+        loader = DataLoader(TensorDataset(x), batch_size=2)
+    with mg.backend("numpy"):
+        (batch,) = next(iter(loader))
+    assert batch.backend == "strict"
+    assert DataLoader(TensorDataset(x), batch_size=2, backend="numpy").backend.name == "numpy"

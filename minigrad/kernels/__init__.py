@@ -44,8 +44,8 @@ class Override:
 
         @functools.wraps(self.reference)
         def dispatch(*args, **kwargs):
-            if when(*args, **kwargs):
-                return kernel(*args, **kwargs)
+            if self.when(*args, **kwargs):
+                return self.kernel(*args, **kwargs)
             return self.reference(*args, **kwargs)
 
         self.dispatch = dispatch

@@ -15,7 +15,7 @@ from . import override
 
 
 def _always(*args, **kwargs):
-    return True
+    return True  # every backend: in-place arithmetic is part of the Array API
 
 
 def _work_arrays(opt, p):
@@ -31,6 +31,7 @@ def _work_arrays(opt, p):
 
 @override(optim.SGD, "_update", when=_always)
 def sgd_update_in_place(self, p, g, group, state):
+    """SGD's rule (weight decay, momentum, dampening, Nesterov) in two work arrays."""
     wd, mom, lr = group["weight_decay"], group["momentum"], group["lr"]
     d, tmp = _work_arrays(self, p)      # d: the step direction, built in place
     d[...] = g
@@ -64,6 +65,7 @@ def sgd_update_in_place(self, p, g, group, state):
 
 @override(optim.Adam, "_update", when=_always)
 def adam_update_in_place(self, p, g, group, state):
+    """Adam's (and AdamW's) rule in the moment arrays and two work arrays."""
     lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     self._init_state(p, group, state)
     s, tmp = _work_arrays(self, p)
