@@ -79,6 +79,21 @@ class Backend:
         """Explicit device -> host transfer; the only way data leaves the backend."""
         return np.asarray(a)
 
+    def from_any(self, a):
+        """An array of this backend from an array of ANY backend, a NumPy array, or any
+        host array-like with ``__array__`` (a torch CPU tensor, say); no copy when ``a``
+        already is one of ours."""
+        if self.is_array(a):
+            return a
+        if is_host_array(a):
+            return self.from_numpy(a)
+        for b in _instances.values():
+            if b.is_array(a):
+                return self.from_numpy(b.to_numpy(a))
+        if hasattr(a, "__array__"):
+            return self.from_numpy(np.asarray(a))
+        raise TypeError(f"{type(a).__name__} is not an array (no backend's, and no __array__)")
+
     def zeros(self, shape, dtype="float32"):
         return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
 

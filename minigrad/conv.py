@@ -371,6 +371,15 @@ def _check_channels(fn, x, weight, bias, groups, transposed):
                          f"groups={groups}, got {bias.shape}")
 
 
+def _conv_args(fn, x, weight, bias, stride, dilation):
+    """Checked tensors, x made 4-D (``unbatched`` says if it was 3-D), and the kernel,
+    stride and dilation pairs: what conv2d and conv_transpose2d both start with."""
+    _check_tensors(fn, x, weight, bias)
+    x, unbatched = _batched(x)
+    return (x, unbatched, tuple(weight.shape[2:]), int_pair(stride, "stride", fn, 1),
+            int_pair(dilation, "dilation", fn, 1))
+
+
 def _batched(x):
     return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
 
@@ -385,11 +394,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     input size; an odd total padding puts the extra row/column at the bottom/right).
     """
     fn = "conv2d"
-    _check_tensors(fn, x, weight, bias)
-    x, unbatched = _batched(x)
-    kh, kw = weight.shape[2:]
-    sh, sw = int_pair(stride, "stride", fn, 1)
-    dh, dw = int_pair(dilation, "dilation", fn, 1)
+    x, unbatched, (kh, kw), (sh, sw), (dh, dw) = _conv_args(fn, x, weight, bias, stride,
+                                                            dilation)
     if isinstance(padding, str):
         if padding == "valid":
             pads = (0, 0, 0, 0)
@@ -430,11 +436,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     that no input pixel reaches (they hold the bias only).
     """
     fn = "conv_transpose2d"
-    _check_tensors(fn, x, weight, bias)
-    x, unbatched = _batched(x)
-    kh, kw = weight.shape[2:]
-    sh, sw = int_pair(stride, "stride", fn, 1)
-    dh, dw = int_pair(dilation, "dilation", fn, 1)
+    x, unbatched, (kh, kw), (sh, sw), (dh, dw) = _conv_args(fn, x, weight, bias, stride,
+                                                            dilation)
     if isinstance(padding, str):
         raise ValueError(f"{fn}: padding must be an int or a pair (no strings for the "
                          f"transposed conv), got {padding!r}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-from .backend import is_host_array as _is_host_array
 from .tensor import Tensor, no_grad
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "StepLR", "CosineAnnealingLR",
@@ -173,17 +172,9 @@ def _to_param_array(v, p, key):
     be = p._backend
     if key == "step":  # a count: kept as a Python int, whatever form it arrives in
         return int(v.item()) if hasattr(v, "item") else int(v)
-    if isinstance(v, Tensor):
-        arr = v.data if v._backend is be else be.from_numpy(v.numpy())
-    elif be.is_array(v):
-        arr = v
-    elif _is_host_array(v):
-        arr = be.from_numpy(v)
-    elif hasattr(v, "shape"):  # an array of another backend
-        from .backend import backend_of
-        arr = be.from_numpy(backend_of(v).to_numpy(v))
-    else:
-        return v
+    if not isinstance(v, Tensor) and not hasattr(v, "shape"):
+        return v                                    # a number
+    arr = be.from_any(v.data if isinstance(v, Tensor) else v)
     if tuple(arr.shape) != p.shape:
         raise ValueError(f"load_state_dict: state {key!r} has shape {tuple(arr.shape)}, its "
                          f"parameter {p.shape}")

@@ -16,8 +16,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict, namedtuple
 
-from ..backend import all_backends as _all_backends, get_backend as _get_backend, \
-    is_host_array as _is_host_array
+from ..backend import all_backends as _all_backends, get_backend as _get_backend
 from ..dtypes import DTYPES as _DTYPES, DType
 from ..tensor import Tensor, no_grad
 
@@ -447,20 +446,8 @@ def _shape_of(value):
 def _array_for(value, like: Tensor):
     """A fresh array with ``value``'s numbers and ``like``'s backend and dtype."""
     be = like._backend
-    if isinstance(value, Tensor):
-        arr = value.data if value._backend is be else be.from_numpy(value.numpy())
-    elif be.is_array(value):
-        arr = value
-    elif _is_host_array(value):
-        arr = be.from_numpy(value)
-    else:  # an array of another backend
-        arr = be.from_numpy(_backend_to_numpy(value))
+    arr = be.from_any(value.data if isinstance(value, Tensor) else value)
     return be.xp.astype(arr, like.data.dtype, copy=True)
-
-
-def _backend_to_numpy(a):
-    from ..backend import backend_of
-    return backend_of(a).to_numpy(a)
 
 
 def _move(t: Tensor, be):
@@ -484,7 +471,31 @@ def _cast(t: Tensor, dtype_name):
 
 
 # ---------------------------------------------------------------------- containers
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: children named "0", "1", ... in order."""
+
+    def _index(self, idx):
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for a {type(self).__name__} of "
+                             f"{n} modules")
+        return idx % n
+
+    def __setitem__(self, idx, module):
+        setattr(self, list(self._modules)[self._index(idx)], module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied in order: ``Sequential(nn.Linear(784, 400), nn.ReLU(), ...)``
     or ``Sequential(OrderedDict(name=module, ...))``. Indexable (an int gives the
     module, a slice a new Sequential), iterable and sized."""
@@ -501,36 +512,16 @@ class Sequential(Module):
                                     "not an nn.Module")
                 self.add_module(str(i), m)
 
-    def _index(self, idx):
-        n = len(self._modules)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for a Sequential of {n} modules")
-        return idx % n
-
     def __getitem__(self, idx):
         items = list(self._modules.items())
         if isinstance(idx, slice):
             return Sequential(OrderedDict(items[idx]))
         return items[self._index(idx)][1]
 
-    def __setitem__(self, idx, module):
-        key = list(self._modules)[self._index(idx)]
-        setattr(self, key, module)
-
     def __delitem__(self, idx):
         keys = list(self._modules)
         for k in (keys[idx] if isinstance(idx, slice) else [keys[self._index(idx)]]):
             del self._modules[k]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def forward(self, x):
         for m in self._modules.values():
@@ -538,7 +529,7 @@ class Sequential(Module):
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (a plain Python list hides them)."""
 
     def __init__(self, modules=None):
@@ -550,20 +541,7 @@ class ModuleList(Module):
         items = list(self._modules.values())
         if isinstance(idx, slice):
             return ModuleList(items[idx])
-        return items[idx]
-
-    def __setitem__(self, idx, module):
-        setattr(self, list(self._modules)[idx], module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
+        return items[self._index(idx)]
 
     def extend(self, modules):
         for m in modules:

@@ -48,7 +48,7 @@ import numpy as np  # host-side: references and comparisons run on host copies
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.strategies import SearchStrategy
 
-from ..backend import BackendError, backend as use_backend, get_backend
+from ..backend import available_backends, backend as use_backend, get_backend
 from ..gradcheck import gradcheck, gradgradcheck
 from ..tensor import Function, Tensor, grad, tensor
 from . import strategies
@@ -81,18 +81,6 @@ class OpSpec:
     notes: str = ""
     gradcheck_options: dict = field(default_factory=dict)
     forward_tol: float = 1e-12
-
-
-def available_backends() -> list[str]:
-    """The backends this machine can run: numpy, and strict and cupy where installed."""
-    out = []
-    for name in ("numpy", "strict", "cupy"):
-        try:
-            get_backend(name)
-            out.append(name)
-        except BackendError:
-            pass
-    return out
 
 
 # ----------------------------------------------------------------------------- the checks
