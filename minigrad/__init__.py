@@ -13,7 +13,7 @@ from .dtypes import DTYPES as _DTYPES, DType  # noqa: F401
 from .tensor import (Function, Tensor, enable_grad, grad, is_grad_enabled,  # noqa: F401
                      no_grad, set_grad_enabled, tensor)
 from .ops import (abs, add, argmax, argmin, broadcast_to, cat, chunk, clamp, clip,  # noqa: F401
-                  concat, concatenate, cos, div, elu, eq, exp, expand, flatten, ge, gt, le,
+                  concat, concatenate, cos, div, elu, eq, erf, exp, expand, flatten, ge, gt, le,
                   leaky_relu, log, log_softmax, logsumexp, lt, matmul, max, maximum, mean,
                   min, minimum, mul, ne, neg, pad, permute, pow, relu, reshape, sigmoid, sin,
                   softmax, softplus, split, sqrt, squeeze, stack, std, sub, sum, sum_to,

@@ -12,6 +12,7 @@ device             ``"cpu"``              current CUDA device         ``Device("
 scatter-add        ``np.add.at``          ``cupyx.scatter_add``       one-hot matmul
 random numbers     ``np.random.Generator`` ``cupy.random.Generator``  NumPy host RNG, copied
 to the host        identity               ``.get()``                  ``to_device(CPU)``
+erf                ``scipy.special.erf``  ``cupyx.scipy.special.erf`` SciPy on a host copy
 =================  =====================  ==========================  ===================
 
 The ``strict`` backend puts its arrays on array-api-strict's non-CPU device,
@@ -133,6 +134,12 @@ class Backend:
         along ``axis`` for a 1-D integer ``index`` (repeats add). In place."""
         return self.scatter_add(target, (slice(None),) * axis + (index,), values)
 
+    def erf(self, a):
+        """The error function 2/sqrt(pi) * integral_0^a exp(-t^2) dt, elementwise (the
+        standard has no special functions)."""
+        from scipy import special  # host-side: scipy's erf on the host's array
+        return self.from_numpy(special.erf(self.to_numpy(a)))
+
     def seed(self, n):
         """Reseed this backend's one random generator."""
         raise NotImplementedError
@@ -188,6 +195,10 @@ class NumpyBackend(Backend):
     def scatter_add(self, target, index, values):
         np.add.at(target, index, values)
         return target
+
+    def erf(self, a):
+        from scipy import special  # host-side: NumPy arrays are host arrays
+        return special.erf(a)
 
     def seed(self, n):
         self._host_rng = np.random.default_rng(n)
@@ -260,6 +271,10 @@ class CupyBackend(Backend):
         # cupy.scatter_add was removed in CuPy 9; cupyx.scatter_add is the one that stays.
         self._cupyx.scatter_add(target, index, values)
         return target
+
+    def erf(self, a):
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(a)
 
     def seed(self, n):
         self._host_rng = np.random.default_rng(n)  # for permutations and state

@@ -345,6 +345,23 @@ def abs(x):
     return Abs.apply(x)
 
 
+class Erf(Function):
+    """y = erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt;  dx = gy * 2/sqrt(pi) * exp(-x^2).
+    The standard has no erf: the backend computes it."""
+
+    def forward(self, x):
+        return self._backend.erf(x)
+
+    def backward(self, gy):
+        x, = self.inputs
+        return gy * (1.1283791670955126 * exp(-(x * x)))
+
+
+@tensor_method
+def erf(x):
+    return Erf.apply(x)
+
+
 class Sin(Function):
     """y = sin(x);  dx = gy * cos(x)."""
 
