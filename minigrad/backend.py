@@ -7,7 +7,7 @@ standard, and calls this module for the few things the standard lacks:
 =================  =====================  ==========================  ===================
 need               numpy                  cupy                        strict (test only)
 =================  =====================  ==========================  ===================
-namespace ``xp``   ``numpy``              ``cupy``                    ``array_api_strict``
+namespace ``xp``   ``numpy``              ``array_api_compat.cupy``   ``array_api_strict``
 device             ``"cpu"``              current CUDA device         ``Device("device1")``
 scatter-add        ``np.add.at``          ``cupyx.scatter_add``       one-hot matmul
 random numbers     ``np.random.Generator`` ``cupy.random.Generator``  NumPy host RNG, copied
@@ -240,7 +240,11 @@ class CupyBackend(Backend):
                                "use --backend numpy on this machine") from None
         if n == 0:
             raise BackendError("the 'cupy' backend found no CUDA GPU; use --backend numpy")
-        self.xp = cupy
+        # array-api-compat's view of CuPy: the standard's names (permute_dims,
+        # cumulative_sum, ...) on plain cupy arrays, where CuPy's own spelling differs
+        from array_api_compat import cupy as xp
+        self.xp = xp
+        self._cupy = cupy
         self._cupyx = cupyx
         self._array_type = cupy.ndarray
         self.device = None  # CuPy's creation functions use the current device
@@ -265,7 +269,7 @@ class CupyBackend(Backend):
         return self.xp.eye(n, m, dtype=self.dtype(dtype))
 
     def to_numpy(self, a):
-        return self.xp.asnumpy(a)
+        return self._cupy.asnumpy(a)
 
     def scatter_add(self, target, index, values):
         # cupy.scatter_add was removed in CuPy 9; cupyx.scatter_add is the one that stays.
@@ -278,7 +282,7 @@ class CupyBackend(Backend):
 
     def seed(self, n):
         self._host_rng = np.random.default_rng(n)  # for permutations and state
-        self._dev_rng = self.xp.random.default_rng(n)
+        self._dev_rng = self._cupy.random.default_rng(n)
 
     def rng_state(self):
         # CuPy's generator state is not serialisable; keep a host seed stream instead.
@@ -286,7 +290,7 @@ class CupyBackend(Backend):
 
     def set_rng_state(self, state):
         self._host_rng.bit_generator.state = state
-        self._dev_rng = self.xp.random.default_rng(int(self._host_rng.integers(2**63)))
+        self._dev_rng = self._cupy.random.default_rng(int(self._host_rng.integers(2**63)))
 
     def normal(self, shape, dtype="float32"):
         return self._dev_rng.standard_normal(shape, dtype=self.dtype(dtype))
@@ -299,7 +303,7 @@ class CupyBackend(Backend):
         return self._dev_rng.integers(low, high, shape).astype(self.dtype(dtype))
 
     def synchronize(self):
-        self.xp.cuda.get_current_stream().synchronize()
+        self._cupy.cuda.get_current_stream().synchronize()
 
 
 

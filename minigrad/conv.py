@@ -58,10 +58,12 @@ numbers and this file never calls them directly.
 """
 from __future__ import annotations
 
+import builtins
 import math
 from typing import NamedTuple
 
 from .backend import backend_of as _backend_of
+from .dtypes import dtype_of
 from .tensor import Function, Tensor
 from . import ops as _ops
 
@@ -462,26 +464,39 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 
 # ----------------------------------------------------------------------------- pooling
-def _pool_geom(fn, x, kernel_size, stride, padding):
+def _pool_geom(fn, x, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    """The pooling geometry and output size. PyTorch's rules: stride defaults to the
+    kernel size, padding is at most half the (dilated) kernel, and ``ceil_mode`` rounds
+    the output size up, with one more window as long as it starts inside the input or
+    its left padding; the extra rows/columns it reaches are added to pb/pr."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn}: input must be a Tensor, got {type(x).__name__}")
     if x.ndim not in (3, 4):
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
                          f"{x.shape}")
     kh, kw = int_pair(kernel_size, "kernel_size", fn, 1)
-    sh, sw = int_pair(kernel_size if stride is None else stride, "stride", fn, 1)
+    sh, sw = int_pair(kernel_size if stride is None or stride == [] else stride, "stride", fn, 1)
     ph, pw = int_pair(padding, "padding", fn, 0)
-    if 2 * ph > kh or 2 * pw > kw:
+    dh, dw = int_pair(dilation, "dilation", fn, 1)
+    if 2 * ph > dh * (kh - 1) + 1 or 2 * pw > dw * (kw - 1) + 1:
         raise ValueError(f"{fn}: padding {padding!r} must be at most half the kernel size "
                          f"{kernel_size!r}")
-    g = Geom(kh, kw, sh, sw, 1, 1, ph, ph, pw, pw)
     h, w = x.shape[-2:]
-    ho, wo = output_hw(h, w, g)
+    sizes = []
+    for n, k, s, p, d in ((h, kh, sh, ph, dh), (w, kw, sw, pw, dw)):
+        span = n + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (out - 1) * s >= n + p:
+            out -= 1              # the last window would start in the right padding
+        sizes.append(out)
+    ho, wo = sizes
     if ho < 1 or wo < 1:
         raise ValueError(f"{fn}: kernel {(kh, kw)} is larger than the padded input "
                          f"{(h + 2 * ph, w + 2 * pw)} (input shape {x.shape}, padding "
                          f"{padding!r})")
-    return g, (ho, wo)
+    extra_h = builtins.max(0, (ho - 1) * sh + dh * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = builtins.max(0, (wo - 1) * sw + dw * (kw - 1) + 1 - (w + 2 * pw))
+    return Geom(kh, kw, sh, sw, dh, dw, ph, ph + extra_h, pw, pw + extra_w), (ho, wo)
 
 
 def _pad_nchw(be, a, g: Geom, value):
@@ -509,6 +524,8 @@ class _MaxPool2d(Function):
     """y = max over each window (padding is -inf); the gradient goes to the first
     maximum of the window (``self.arg``, the kernel offset i*kw + j)."""
 
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
     def forward(self, x, geom=None, out_hw=None):
         be, xp = self._backend, self.xp
         xpad = _pad_nchw(be, x, geom, -math.inf)
@@ -531,6 +548,8 @@ class _MaxUnpool(Function):
     """The max-pool gradient: each gy goes to its window's argmax (a fixed routing, so
     linear in gy; its adjoint is ``_MaxGather``)."""
 
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
     def forward(self, gy, arg=None, geom=None, x_shape=None):
         be, xp = self._backend, self.xp
         self.arg, self.geom = arg, geom
@@ -545,6 +564,8 @@ class _MaxUnpool(Function):
 
 class _MaxGather(Function):
     """x -> x at each window's (fixed) argmax: the adjoint of ``_MaxUnpool``."""
+
+    uses_inputs = False   # backward reads shapes, masks or the output only
 
     def forward(self, x, arg=None, geom=None):
         be, xp = self._backend, self.xp
@@ -563,53 +584,125 @@ class _MaxGather(Function):
 
 
 class _AvgPool2d(Function):
-    """y = mean over each window, zero padding counted (count_include_pad=True)."""
+    """y = sum over each window / divisor: kh*kw (zero padding counted), or per window
+    the count of the positions it covers (an array), as ``avg_pool2d``'s options say."""
 
-    def forward(self, x, geom=None, out_hw=None):
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
+    def forward(self, x, geom=None, out_hw=None, divisor=None):
         be = self._backend
-        xpad = _pad_nchw(be, x, geom, 0.0)
+        xpad = _pad_nchw(be, x, geom, 0)
         ho, wo = out_hw
         y = be.zeros((x.shape[0], x.shape[1], ho, wo), x.dtype)
         for i in range(geom.kh):
             for j in range(geom.kw):
                 y += _window(xpad, i, j, geom, ho, wo, False)
-        self.geom, self.x_shape = geom, x.shape
-        return y / (geom.kh * geom.kw)
+        self.geom, self.x_shape, self.divisor = geom, x.shape, divisor
+        if dtype_of(y).is_floating_point:
+            return y / divisor
+        # integer input: PyTorch divides in integers, rounding toward zero
+        xp = self.xp
+        d = xp.astype(divisor, y.dtype) if be.is_array(divisor) else divisor
+        return xp.sign(y) * (xp.abs(y) // d)
 
     def backward(self, gy):
-        return _AvgUnpool.apply(gy, geom=self.geom, x_shape=self.x_shape)
+        return _AvgUnpool.apply(gy, geom=self.geom, x_shape=self.x_shape, divisor=self.divisor)
 
 
 class _AvgUnpool(Function):
-    """The avg-pool gradient: gy / (kh*kw) spread over each window (col2im)."""
+    """The avg-pool gradient: gy / divisor spread over each window (col2im)."""
 
-    def forward(self, gy, geom=None, x_shape=None):
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
+    def forward(self, gy, geom=None, x_shape=None, divisor=None):
         be = self._backend
-        self.geom = geom
-        part = gy / (geom.kh * geom.kw)
+        self.geom, self.divisor = geom, divisor
+        part = gy / divisor
         return _spread_nchw(be, lambda i, j: part, x_shape, geom, gy.dtype)
 
     def backward(self, g):
-        return _AvgPool2d.apply(g, geom=self.geom, out_hw=self.inputs[0].shape[2:])
+        return _AvgPool2d.apply(g, geom=self.geom, out_hw=self.inputs[0].shape[2:],
+                                divisor=self.divisor)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max over kh x kw windows (PyTorch's ``F.max_pool2d``; stride defaults to the
-    kernel size; padding counts as -inf and may be at most half the kernel).
-    Ho = (H + 2p - kh) // s + 1. Ties send the gradient to the first maximum."""
-    g, out_hw = _pool_geom("max_pool2d", x, kernel_size, stride, padding)
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over kh x kw windows (PyTorch's ``F.max_pool2d``): stride defaults to the
+    kernel size, padding counts as -inf and is at most half the kernel, ``dilation``
+    spaces the taps, ``ceil_mode`` rounds the output size up. Ho = (H + 2p - d(k-1) -
+    1) // s + 1. Ties send the gradient to the first maximum. ``return_indices=True``
+    also returns, per output, the flat index h*W + w of its maximum in the input."""
+    g, out_hw = _pool_geom("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(x)
     y = _MaxPool2d.apply(x, geom=g, out_hw=out_hw)
+    if return_indices:
+        idx = _max_indices(x, g, y)
+        return (y.squeeze(0), idx.squeeze(0)) if unbatched else (y, idx)
     return y.squeeze(0) if unbatched else y
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    """Mean over kh x kw windows (PyTorch's ``F.avg_pool2d`` with count_include_pad=True:
-    zero padding counts, every window divides by kh*kw). Ho = (H + 2p - kh) // s + 1."""
-    g, out_hw = _pool_geom("avg_pool2d", x, kernel_size, stride, padding)
+def _max_indices(x, g, y):
+    """Flat input positions h*W + w of each window's maximum, from the kernel offset
+    the pooling kept: h = oh*sh + i*dh - pt, w = ow*sw + j*dw - pl."""
+    be = x._backend
+    xp = be.xp
+    arg = y._ctx.arg if y._ctx is not None else _argmax_offsets(x, g, y)
+    ho, wo = y.shape[2:]
+    i, j = arg // g.kw, arg % g.kw
+    oh = xp.reshape(be.arange(ho, dtype="int32"), (1, 1, ho, 1))
+    ow = xp.reshape(be.arange(wo, dtype="int32"), (1, 1, 1, wo))
+    h = oh * g.sh + i * g.dh - g.pt
+    w = ow * g.sw + j * g.dw - g.pl
+    return Tensor._make(xp.astype(h * x.shape[3] + w, xp.int64), be, False, None)
+
+
+def _argmax_offsets(x, g, y):
+    """The kept kernel offsets when no graph recorded them (no input required grad)."""
+    node = _MaxPool2d()
+    node._backend, node.xp = x._backend, x._backend.xp
+    node.forward(x.data, geom=g, out_hw=y.shape[2:])
+    return node.arg
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over kh x kw windows (PyTorch's ``F.avg_pool2d``). Each window divides by
+    ``divisor_override``, or by kh*kw counting the zero padding
+    (``count_include_pad=True``), or by the number of input positions it covers;
+    windows that ``ceil_mode`` adds past the padding count only what they cover.
+    Integer inputs stay integer (the mean rounded toward zero), as in PyTorch."""
+    g, out_hw = _pool_geom("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
     x, unbatched = _batched(x)
-    y = _AvgPool2d.apply(x, geom=g, out_hw=out_hw)
+    if divisor_override is not None:
+        if not isinstance(divisor_override, int) or divisor_override < 1:
+            raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got "
+                             f"{divisor_override!r}")
+        divisor = divisor_override
+    elif (count_include_pad or g.pt == g.pl == 0) and g.pb == g.pt and g.pr == g.pl:
+        divisor = g.kh * g.kw
+    else:
+        divisor = _window_counts(x, g, out_hw, count_include_pad)
+    y = _AvgPool2d.apply(x, geom=g, out_hw=out_hw, divisor=divisor)
     return y.squeeze(0) if unbatched else y
+
+
+def _window_counts(x, g, out_hw, count_pad):
+    """(1, 1, Ho, Wo): how many positions each window covers, of the input and (with
+    ``count_pad``) its symmetric zero padding, not of what ceil_mode adds beyond."""
+    be = x._backend
+    h, w = x.shape[2:]
+    cover = be.zeros((1, 1, h + g.pt + g.pb, w + g.pl + g.pr), x.data.dtype
+                     if dtype_of(x.data).is_floating_point else "float32")
+    if count_pad:
+        cover[:, :, :h + 2 * g.pt, :w + 2 * g.pl] = 1.0
+    else:
+        cover[:, :, g.pt:g.pt + h, g.pl:g.pl + w] = 1.0
+    ho, wo = out_hw
+    counts = be.zeros((1, 1, ho, wo), cover.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            counts += _window(cover, i, j, g, ho, wo, False)
+    return counts
 
 
 def _adaptive_matrix(be, size, out, dtype):
@@ -654,38 +747,73 @@ def adaptive_avg_pool2d(x, output_size):
     return y
 
 
-def interpolate(x, scale_factor=2, mode="nearest", *, size=None):
-    """Nearest-neighbour upsampling (PyTorch's ``F.interpolate(mode="nearest")``):
-    ``y[n, c, i, j] = x[n, c, floor(i / s_h), floor(j / s_w)]`` for an integer
-    ``scale_factor`` (int or pair), or any ``size=(Ho, Wo)`` with source index
-    floor(i * H / Ho). The gradient sums over each source pixel's copies."""
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Resize the last two dims (PyTorch's ``F.interpolate``, same argument order), to
+    ``size`` (Ho, Wo) or by ``scale_factor`` (Ho = floor(H * s)).
+
+    ``mode="nearest"``: y[i] = x[floor(i * r)] with r = H / Ho (1 / s for a scale
+    factor); an integer scale is a broadcast copy, whose gradient sums each source
+    pixel's copies. ``mode="bilinear"``: each output is the weighted mean of the two
+    nearest rows (and columns), at source position (i + 0.5) r - 0.5 clamped at 0, or
+    i (H - 1) / (Ho - 1) with ``align_corners=True``; computed as P_h @ x @ P_w^T with
+    constant interpolation matrices, so its gradient is P_h^T @ gy @ P_w."""
     fn = "interpolate"
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn}: input must be a Tensor, got {type(x).__name__}")
-    if mode != "nearest":
-        raise ValueError(f"{fn}: only mode='nearest' is supported, got mode={mode!r}")
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{fn}: mode must be 'nearest' or 'bilinear', got {mode!r}")
     if x.ndim != 4:
         raise ValueError(f"{fn}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if mode == "nearest" and align_corners is not None:
+        raise ValueError(f"{fn}: align_corners only applies to mode='bilinear'")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{fn}: give exactly one of size and scale_factor")
     n, c, h, w = x.shape
     if size is not None:
-        oh, ow = int_pair(size, "size", fn, 1)
-        if oh % h == 0 and ow % w == 0:
-            scale_factor = (oh // h, ow // w)
+        (oh, ow), ratios = int_pair(size, "size", fn, 1), (None, None)
+    else:
+        sh, sw = scale_factor if isinstance(scale_factor, (tuple, list)) else \
+            (scale_factor, scale_factor)
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (sh, sw)):
+            raise ValueError(f"{fn}: scale_factor must be positive, got {scale_factor!r}")
+        oh, ow = int(math.floor(h * sh)), int(math.floor(w * sw))
+        ratios = (1.0 / sh, 1.0 / sw)
+        if mode == "nearest" and float(sh).is_integer() and float(sw).is_integer():
+            sh, sw = int(sh), int(sw)
+            y = x.reshape(n, c, h, 1, w, 1).broadcast_to((n, c, h, sh, w, sw))
+            return y.reshape(n, c, h * sh, w * sw)
+    be = x._backend
+    if mode == "nearest":
+        rows = be.asarray([builtins.min(int(math.floor(i * (ratios[0] or h / oh))), h - 1)
+                           for i in range(oh)], "int64")
+        cols = be.asarray([builtins.min(int(math.floor(j * (ratios[1] or w / ow))), w - 1)
+                           for j in range(ow)], "int64")
+        return x[:, :, rows, :][:, :, :, cols]
+    dtype = x.data.dtype
+    p_h = _linear_weights(be, h, oh, ratios[0], align_corners, dtype)
+    p_w = _linear_weights(be, w, ow, ratios[1], align_corners, dtype)
+    return _ops.matmul(_ops.matmul(p_h, x), p_w.transpose(0, 1))
+
+
+def _linear_weights(be, size, out, ratio, align_corners, dtype):
+    """(out, size) matrix of linear interpolation along one axis (PyTorch's source
+    positions; ``ratio`` is 1/scale_factor when one was given, else size/out)."""
+    rows = []
+    for i in range(out):
+        if align_corners:
+            src = i * (size - 1) / (out - 1) if out > 1 else 0.0
         else:
-            be = x._backend
-            rows = be.asarray([(i * h) // oh for i in range(oh)], "int64")
-            cols = be.asarray([(j * w) // ow for j in range(ow)], "int64")
-            return x[:, :, rows, :][:, :, :, cols]
-    sh, sw = (scale_factor, scale_factor) if not isinstance(scale_factor, (tuple, list)) \
-        else tuple(scale_factor)
-    if not all(float(s) == int(s) and int(s) >= 1 for s in (sh, sw)):
-        raise ValueError(f"{fn}: scale_factor must be a positive integer (or pair), got "
-                         f"{scale_factor!r}; use size= for other ratios")
-    sh, sw = int(sh), int(sw)
-    y = x.reshape(n, c, h, 1, w, 1).broadcast_to((n, c, h, sh, w, sw))
-    return y.reshape(n, c, h * sh, w * sw)
+            src = builtins.max((i + 0.5) * (ratio or size / out) - 0.5, 0.0)
+        i0 = builtins.min(int(math.floor(src)), size - 1)
+        i1 = builtins.min(i0 + 1, size - 1)
+        frac = src - i0
+        row = [0.0] * size
+        row[i0] += 1.0 - frac
+        row[i1] += frac
+        rows.append(row)
+    return Tensor._make(be.asarray(rows, dtype), be, False, None)
 
 
 def upsample_nearest2d(x, scale_factor=2):
-    """``interpolate(x, scale_factor, mode="nearest")``."""
+    """``interpolate(x, scale_factor=scale_factor, mode="nearest")``."""
     return interpolate(x, scale_factor=scale_factor, mode="nearest")

@@ -16,10 +16,10 @@ from . import ops as _ops
 from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
                    interpolate, max_pool2d)
 from .ops import (elu, leaky_relu, log_softmax, pad, relu, sigmoid, softmax,  # noqa: F401
-                  softplus as _softplus, tanh)
+                  tanh)
 from .tensor import Function, Tensor, no_grad
 
-__all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_hot", "mse_loss", "l1_loss",
+__all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_hot", "mse_loss", "l1_loss", "logsigmoid",
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
            "nll_loss", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "softmax",
            "log_softmax", "pad", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
@@ -30,12 +30,12 @@ def _const(array, be):
     return Tensor._make(array, be, False, None)
 
 
-def softplus(x, beta=1.0, threshold=20.0):
-    """log(1 + exp(beta x)) / beta, computed stably for every x (so PyTorch's
-    ``threshold`` switch to the identity is not needed; the argument is accepted)."""
-    if beta == 1.0:
-        return _softplus(x)
-    return _softplus(x * beta) * (1.0 / beta)
+softplus = _ops.softplus
+
+
+def logsigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x): exact in both tails (sigmoid itself underflows)."""
+    return -_ops.softplus(-x)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -397,7 +397,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
         loss = BCEWithLogits.apply(input, target)
     else:
         log_weight = (pos_weight - 1.0) * target + 1.0
-        loss = (1.0 - target) * input + log_weight * _softplus(-input)
+        loss = (1.0 - target) * input + log_weight * softplus(-input)
     return _reduce(_apply_weight(loss, weight), reduction, "binary_cross_entropy_with_logits")
 
 
@@ -449,7 +449,8 @@ class CrossEntropy(Function):
         lse = xp.log(xp.sum(xp.exp(x - m), axis=1, keepdims=True)) + m
         self.mask = mask
         self.msum = xp.sum(mask, axis=1, keepdims=True)
-        return xp.sum(mask * (lse - x), axis=1)
+        # a class the mask leaves out may have logit -inf, and 0 * inf is nan: drop it first
+        return xp.sum(mask * (lse - xp.where(mask != 0, x, 0.0)), axis=1)
 
     def backward(self, gy):
         be = self._backend
@@ -464,20 +465,29 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_class_input(input, target, "nll_loss")
     _check_reduction(reduction, "nll_loss")
     be = input._backend
-    if input.ndim == 1:
-        return nll_loss(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index, reduction)
+    if input.ndim == 1:      # one example: reduction="none" gives a 0-d loss, as PyTorch
+        loss = nll_loss(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index,
+                        reduction)
+        return loss.squeeze(0) if reduction == "none" else loss
     _check_class_range(target.data, input.shape[1], be, "nll_loss", ignore_index)
     mask, per_example = _target_weights(input, target, weight, ignore_index, be)
-    loss = -(input * _const(mask, be)).sum(1)
+    picked = _ops.where(_const(mask != 0, be), input, 0.0)   # 0 * -inf would be nan
+    loss = -(picked * _const(mask, be)).sum(1)
     return _weighted_reduce(loss, per_example, reduction, be)
 
 
 def _weighted_reduce(loss, per_example, reduction, be):
+    """"mean" divides by the total weight of the targets. With every target ignored
+    that is 0: the loss is nan and its gradient 0, as in PyTorch (and no host sync)."""
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / _const(be.xp.sum(per_example), be)
+    xp = be.xp
+    total = xp.sum(per_example)
+    some = total > 0
+    return loss.sum() / _const(xp.where(some, total, xp.ones_like(total)), be) + \
+        _const(xp.where(some, xp.zeros_like(total), xp.full_like(total, float("nan"))), be)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -507,9 +517,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         loss = -(logp * target).sum(axis)
         return _reduce(loss, reduction, "cross_entropy")
     _check_class_input(input, target, "cross_entropy")
-    if input.ndim == 1:
-        return cross_entropy(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index,
+    if input.ndim == 1:      # one example: reduction="none" gives a 0-d loss, as PyTorch
+        loss = cross_entropy(input.unsqueeze(0), target.unsqueeze(0), weight, ignore_index,
                              reduction, label_smoothing)
+        return loss.squeeze(0) if reduction == "none" else loss
     _check_class_range(target.data, input.shape[1], be, "cross_entropy", ignore_index)
     mask, per_example = _target_weights(input, target, weight, ignore_index, be)
     nll = _weighted_reduce(CrossEntropy.apply(input, mask=mask), per_example, reduction, be)
@@ -523,10 +534,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if weight is not None:
         logp = logp * weight.reshape((1, c) + (1,) * (input.ndim - 2))
     keep = _const(xp.astype(target.data != ignore_index, input.data.dtype), be)
-    smooth = -logp.sum(1) * keep
-    if reduction == "mean":
-        smooth = smooth.sum() / _const(xp.sum(per_example), be)
-    elif reduction == "sum":
-        smooth = smooth.sum()
+    smooth = _weighted_reduce(-logp.sum(1) * keep, per_example, reduction, be)
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
 

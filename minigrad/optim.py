@@ -64,6 +64,14 @@ class Optimizer:
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         for k in self.defaults:
+            if isinstance(group[k], Tensor):     # PyTorch takes a 1-element tensor lr
+                if group[k].size != 1:
+                    raise ValueError(f"{k} must be a number or a one-element tensor, got a "
+                                     f"tensor of shape {group[k].shape}")
+                group[k] = group[k].item()
+            if k in ("lr", "weight_decay", "eps", "momentum", "dampening", "alpha", "rho") \
+                    and not isinstance(group[k], (int, float)):
+                raise TypeError(f"{k} must be a number, got {type(group[k]).__name__}")
             if k in ("lr", "weight_decay", "eps", "momentum", "dampening") and group[k] < 0:
                 raise ValueError(f"invalid {k}: {group[k]} (must be >= 0)")
         self.param_groups.append(group)
@@ -92,6 +100,7 @@ class Optimizer:
                         if state:
                             _follow_param(p, state)
                         self._update(p, p.grad.data, group, state)
+                        p._version += 1     # an in-place change: graphs that saved p see it
         return loss
 
     def _update(self, p, g, group, state):

@@ -48,10 +48,36 @@ def is_grad_enabled() -> bool:
 
 
 class set_grad_enabled:
-    """Context manager (and decorator) that turns graph recording on or off."""
+    """Turn graph recording on or off: at once when called (``mg.set_grad_enabled(False)``),
+    for a block as a context manager, or for a function as a decorator (PyTorch's)."""
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
+        self.prev = _grad_enabled[0]
+        _grad_enabled[0] = self.mode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled[0] = self.prev
+
+    def __call__(self, fn):
+        _grad_enabled[0] = self.prev      # decorating changes nothing until fn runs
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad:
+    """``with mg.no_grad():`` (or ``@mg.no_grad()``) records nothing: for evaluation and
+    optimizer updates."""
+
+    mode = False
 
     def __enter__(self):
         self.prev = _grad_enabled[0]
@@ -61,23 +87,23 @@ class set_grad_enabled:
         _grad_enabled[0] = self.prev
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(self.mode):
+            prev = _grad_enabled[0]
+            _grad_enabled[0] = mode
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                _grad_enabled[0] = prev
         return wrapper
 
 
-class no_grad(set_grad_enabled):
-    """``with mg.no_grad():`` records nothing: for evaluation and optimizer updates."""
+class enable_grad(no_grad):
+    """``with mg.enable_grad():`` records the graph again inside a no_grad block."""
 
-    def __init__(self):
-        super().__init__(False)
-
-
-class enable_grad(set_grad_enabled):
-    def __init__(self):
-        super().__init__(True)
+    mode = True
 
 
 # ----------------------------------------------------------------------------- Function
@@ -94,10 +120,17 @@ class Function:
     ``gy`` and the returned gradients are Tensors, one per input (or None for
     an input that gets no gradient). Inside backward, ``self.inputs`` are the
     input Tensors and ``self.output()`` rebuilds the output Tensor.
+
+    In-place changes: every Tensor counts its in-place updates (``_version``), the
+    node records the count of each input, and backward refuses to run on an input
+    that changed since (an optimizer step between forward and backward, say), as
+    PyTorch does. A Function whose backward reads only shapes or masks of its inputs
+    sets ``uses_inputs = False`` and is not checked.
     """
 
     generation = 0
     inputs = None
+    uses_inputs = True
 
     @classmethod
     def apply(cls, *inputs, **options):
@@ -130,6 +163,8 @@ class Function:
                 fn.inputs = inputs
                 fn.needs_input_grad = tuple(needs)
                 fn.generation = gen + 1
+                if cls.uses_inputs:
+                    fn.versions = [t._version for t in inputs]
                 return Tensor._make(data, be, True, fn)
         return Tensor._make(data, be, False, None)
 
@@ -147,6 +182,20 @@ class Function:
 
     def output(self):
         return Tensor._make(self._out, self._backend, True, self)
+
+    def check_versions(self):
+        """Raise if an input this node's backward reads was changed in place since."""
+        if not self.uses_inputs:
+            return
+        for t, v in zip(self.inputs, self.versions):
+            if t._version != v:
+                kind = "a Parameter" if type(t).__name__ == "Parameter" else "a tensor"
+                raise RuntimeError(
+                    f"one of the variables needed for gradient computation has been modified "
+                    f"by an inplace operation: {kind} of shape {t.shape}, input of "
+                    f"{type(self).__name__}, is at version {t._version}; expected version "
+                    f"{v} instead. Something changed it between the forward pass and "
+                    f"backward() (an optimizer step? call backward() before opt.step())")
 
     def release(self):
         """Drop inputs and saved arrays once backward has used them."""
@@ -185,7 +234,7 @@ class Tensor:
     tensor([2., 4., 6.])
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_backend", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_backend", "_version", "__weakref__")
     __array_priority__ = 1000  # numpy scalars on the left defer to our operators
 
     def __init__(self, data, requires_grad=False, dtype=None, backend=None):
@@ -201,6 +250,7 @@ class Tensor:
         self.grad = None
         self._ctx = None
         self._backend = be
+        self._version = 0
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -213,6 +263,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._ctx = ctx
         t._backend = be
+        t._version = 0
         return t
 
     # -- attributes
@@ -329,6 +380,73 @@ class Tensor:
     def long(self):
         return self.astype("int64")
 
+    # -- in-place updates: they write into ``data`` and count a version (see Function)
+    def _inplace_value(self, name, other):
+        """``other`` as an array of this tensor's dtype and backend, after checking that
+        this tensor may be changed in place."""
+        if self.requires_grad and _grad_enabled[0]:
+            where = "a leaf tensor that requires grad" if self._ctx is None else \
+                "a tensor that is part of a graph"
+            raise RuntimeError(f"{name}: {where} cannot be changed in place while gradients "
+                               "are recorded; do it under mg.no_grad(), or use the "
+                               "out-of-place op (x = x + y)")
+        be = self._backend
+        if isinstance(other, Tensor):
+            if other._backend is not be:
+                raise ValueError(f"{name}: the other tensor is on backend {other.backend!r}, "
+                                 f"this one on {be.name!r}")
+            other = other.data
+        elif not be.is_array(other):
+            other = be.asarray(other)
+        kind = dtype_of(other)
+        if kind.is_floating_point and not self.dtype.is_floating_point:
+            raise TypeError(f"{name}: a {kind.name} value cannot be written into a "
+                            f"{self.dtype.name} tensor in place")
+        return other if other.dtype == self.data.dtype else \
+            be.xp.astype(other, self.data.dtype)
+
+    def _wrote(self):
+        self._version += 1
+        return self
+
+    def add_(self, other, alpha=1):
+        """self += alpha * other, in place."""
+        v = self._inplace_value("add_", other)
+        self.data += v if alpha == 1 else v * alpha
+        return self._wrote()
+
+    def sub_(self, other, alpha=1):
+        v = self._inplace_value("sub_", other)
+        self.data -= v if alpha == 1 else v * alpha
+        return self._wrote()
+
+    def mul_(self, other):
+        self.data *= self._inplace_value("mul_", other)
+        return self._wrote()
+
+    def div_(self, other):
+        self.data /= self._inplace_value("div_", other)
+        return self._wrote()
+
+    def copy_(self, src):
+        """Write ``src`` (broadcast to this shape, cast to this dtype) into this tensor."""
+        v = self._inplace_value("copy_", src)
+        self.data[...] = self._backend.xp.broadcast_to(v, self.data.shape)
+        return self._wrote()
+
+    def fill_(self, value):
+        self._inplace_value("fill_", 0)
+        self.data[...] = self._backend.full(self.data.shape, value, self.data.dtype)
+        return self._wrote()
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def clamp_(self, min=None, max=None):
+        self._inplace_value("clamp_", 0)
+        self.data[...] = self._backend.xp.clip(self.data, min, max)
+        return self._wrote()
+
     # -- autograd
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires
@@ -396,6 +514,8 @@ def tensor_method(*names, reflected=None, prop=False):
 class Cast(Function):
     """y = x as another dtype;  dx = gy cast back (``Tensor.astype``, ``Tensor.to``)."""
 
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
     def forward(self, x, dtype="float32"):
         self.old = dtype_of(x).name
         return self.xp.astype(x, self._backend.dtype(dtype))
@@ -406,6 +526,8 @@ class Cast(Function):
 
 class ToBackend(Function):
     """Move to another backend through the host;  dx = gy moved back (``Tensor.to``)."""
+
+    uses_inputs = False   # backward reads shapes, masks or the output only
 
     @classmethod
     def apply(cls, x, backend=None):
@@ -479,6 +601,7 @@ def _run_backward(outputs, grad_outputs, retain_graph, create_graph, inputs):
                     continue
                 needs = node.needs_input_grad   # ask only for the gradients that lead on
                 node.needs_input_grad = tuple(n and leads(x) for n, x in zip(needs, node.inputs))
+            node.check_versions()
             gxs = node.backward(gy)
             if leads is not None:
                 node.needs_input_grad = needs

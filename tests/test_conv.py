@@ -487,9 +487,14 @@ ERRORS = [
     (lambda: max_pool2d(_t(1, 1, 4, 4), 2, padding=2), r"padding 2 must be at most half"),
     (lambda: avg_pool2d(_t(1, 1, 4, 4), (2, 2, 2)), r"kernel_size must be an int or a pair"),
     (lambda: adaptive_avg_pool2d(_t(1, 1, 4, 4), 0), r"output_size must be positive"),
-    (lambda: interpolate(_t(1, 1, 4, 4), mode="bilinear"), r"only mode='nearest'"),
-    (lambda: interpolate(_t(1, 1, 4, 4), scale_factor=1.5), r"scale_factor must be a positive "
-     r"integer"),
+    (lambda: interpolate(_t(1, 1, 4, 4), scale_factor=2, mode="bicubic"),
+     r"mode must be 'nearest' or 'bilinear'"),
+    (lambda: interpolate(_t(1, 1, 4, 4)), r"give exactly one of size and scale_factor"),
+    (lambda: interpolate(_t(1, 1, 4, 4), scale_factor=-1.5), r"scale_factor must be positive"),
+    (lambda: interpolate(_t(1, 1, 4, 4), scale_factor=2, align_corners=True),
+     r"align_corners only applies to mode='bilinear'"),
+    (lambda: max_pool2d(_t(1, 1, 4, 4), 2, padding=1, dilation=0), r"dilation must be >= 1"),
+    (lambda: avg_pool2d(_t(1, 1, 4, 4), 2, divisor_override=0), r"divisor_override must be"),
 ]
 
 

@@ -504,7 +504,8 @@ def test_pool_and_upsample_layers(backend_name):
     for m in (nn.MaxPool2d(2), nn.AvgPool2d(2, stride=1), nn.Upsample(scale_factor=2),
               nn.AdaptiveAvgPool2d(2)):
         assert mg.gradcheck(m, (t(randn(1, 2, 4, 4), True),))
-    assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
+    assert repr(nn.MaxPool2d(2)) == ("MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, "
+                                      "ceil_mode=False)")  # PyTorch's repr
 
 
 def test_loss_modules_match_functional(backend_name):

@@ -65,12 +65,19 @@ def _check(tensor, name):
         raise TypeError(f"nn.init.{name}: needs a floating-point tensor, got {tensor.dtype.name}")
 
 
+def _fill(tensor, values):
+    """Write ``values`` into the tensor in place (its array stays the same object, as
+    PyTorch's init keeps the storage), counting a version."""
+    with no_grad():
+        tensor.copy_(values)
+
+
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with U(a, b)."""
     _check(tensor, "uniform_")
     with no_grad():
-        tensor.data = tensor._backend.uniform(tensor.shape, float(a), float(b),
-                                              dtype=tensor.data.dtype)
+        _fill(tensor, tensor._backend.uniform(tensor.shape, float(a), float(b),
+                                              dtype=tensor.data.dtype))
     return tensor
 
 
@@ -79,7 +86,7 @@ def normal_(tensor, mean=0.0, std=1.0):
     _check(tensor, "normal_")
     with no_grad():
         z = tensor._backend.normal(tensor.shape, dtype=tensor.data.dtype)
-        tensor.data = z * std + mean if (mean, std) != (0.0, 1.0) else z
+        _fill(tensor, z * std + mean if (mean, std) != (0.0, 1.0) else z)
     return tensor
 
 
@@ -96,14 +103,14 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
                 break
             out = xp.where(bad, be.normal(tensor.shape, dtype=tensor.data.dtype) * std + mean,
                            out)
-        tensor.data = xp.clip(out, a, b)
+        _fill(tensor, xp.clip(out, a, b))
     return tensor
 
 
 def constant_(tensor, val):
     """Fill with the constant ``val``."""
     _check(tensor, "constant_")
-    tensor.data = tensor._backend.full(tensor.shape, float(val), dtype=tensor.data.dtype)
+    _fill(tensor, tensor._backend.full(tensor.shape, float(val), dtype=tensor.data.dtype))
     return tensor
 
 

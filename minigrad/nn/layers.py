@@ -88,8 +88,16 @@ class _ConvNd(Module):
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.kernel_size = int_pair(kernel_size, "kernel_size", name, 1)
         self.stride = int_pair(stride, "stride", name, 1)
-        self.padding = int_pair(padding, "padding", name, 0)
         self.dilation = int_pair(dilation, "dilation", name, 1)
+        if isinstance(padding, str) and output_padding is None:
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', "
+                                 f"got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got {stride!r}")
+            self.padding = padding
+        else:
+            self.padding = int_pair(padding, "padding", name, 0)
         if output_padding is None:      # conv: weight (out, in / groups, kh, kw)
             shape = (out_channels, in_channels // groups)
         else:                           # transposed: weight (in, out / groups, kh, kw)
@@ -116,7 +124,8 @@ class _ConvNd(Module):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
         if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else \
+                f", padding={self.padding}"
         if getattr(self, "output_padding", (0, 0)) != (0, 0):
             s += f", output_padding={self.output_padding}"
         if self.dilation != (1, 1):
@@ -422,21 +431,37 @@ class Unflatten(Module):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, self.return_indices)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        return (f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         stride = self.kernel_size if self.stride is None else self.stride
         return f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}"
-
-
-class AvgPool2d(MaxPool2d):
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -452,18 +477,17 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Upsample(Module):
-    """Nearest-neighbour upsampling: Upsample(scale_factor=2) or Upsample(size=(H, W))."""
+    """Resize by ``scale_factor`` or to ``size``: mode "nearest" or "bilinear"."""
 
-    def __init__(self, size=None, scale_factor=None, mode="nearest"):
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
         super().__init__()
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
         self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners = align_corners
 
     def forward(self, x):
-        if self.size is not None:
-            return F.interpolate(x, mode=self.mode, size=self.size)
-        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode)
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
 
     def extra_repr(self):
         what = f"size={self.size}" if self.size is not None else \

@@ -39,6 +39,7 @@ class Parameter(Tensor):
             self.grad = None
             self._ctx = None
             self._backend = data._backend
+            self._version = 0
             self.requires_grad = False
         else:
             super().__init__(data)
@@ -361,7 +362,9 @@ class Module:
         (cast to each one's dtype and moved to its backend; values may be Tensors of
         any backend or NumPy arrays). Raises ``StateDictError`` listing every missing
         key, unexpected key (both only when ``strict``) and shape mismatch, before
-        changing anything. Returns ``(missing_keys, unexpected_keys)``."""
+        changing anything. Values may be any host array with ``__array__`` too (a
+        torch.Tensor, without minigrad importing torch). Returns ``(missing_keys,
+        unexpected_keys)``."""
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict, got {type(state_dict).__name__}")
         targets = self._state_targets()
@@ -386,13 +389,21 @@ class Module:
                 problems.append(f"size mismatch for {key}: copying a param with shape "
                                 f"{shape} from checkpoint, the shape in current model is "
                                 f"{t.shape}.")
+        arrays = {}
+        if not problems:      # convert everything first: nothing changes if one fails
+            for key, t in targets.items():
+                if key in state_dict:
+                    try:
+                        arrays[key] = _array_for(state_dict[key], t)
+                    except (TypeError, ValueError) as e:
+                        problems.append(f"value for {key} cannot become a {t.dtype.name} "
+                                        f"array ({e}).")
         if problems:
             raise StateDictError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                                  + "\n\t".join(problems))
         with no_grad():
-            for key, t in targets.items():
-                if key in state_dict:
-                    t.data = _array_for(state_dict[key], t)
+            for key, array in arrays.items():
+                targets[key].data = array
         return IncompatibleKeys(missing, unexpected)
 
     def __deepcopy__(self, memo):

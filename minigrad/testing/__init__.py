@@ -71,7 +71,9 @@ class OpSpec:
     ``args`` a list of ``strategies.Arg`` (the same Arg twice is the same tensor
     twice), ``params`` keyword options for both. ``gradgrad``: a second derivative
     exists and is checked. ``gradcheck_options`` overrides eps/atol/rtol, for ops
-    that round through float32 (say why in ``notes``)."""
+    that round through float32 (say why in ``notes``). ``differentiable=False``:
+    the op has no gradient (indices, masks, as in PyTorch) and only its forward is
+    checked."""
     name: str
     fn: Callable
     ref: Callable
@@ -81,6 +83,7 @@ class OpSpec:
     notes: str = ""
     gradcheck_options: dict = field(default_factory=dict)
     forward_tol: float = 1e-12
+    differentiable: bool = True
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -113,12 +116,18 @@ def check_forward(spec, case, backend):
     expected = np.asarray(spec.ref(*[a.value for a in args], **params))
     if out.backend != backend:
         raise CheckFailed(f"the output is on backend {out.backend!r}, not {backend!r}")
-    if out.dtype != "float64":
+    if spec.differentiable and out.dtype != "float64":
         raise CheckFailed(f"float64 inputs gave a {out.dtype.name} output")
+    if not spec.differentiable and out.dtype != expected.dtype.name:
+        raise CheckFailed(f"dtype {out.dtype.name}, the reference's {expected.dtype.name}")
     if out.shape != expected.shape:
         raise CheckFailed(f"output shape {out.shape}, the reference's {expected.shape}")
     np.testing.assert_allclose(out.numpy(), expected, rtol=spec.forward_tol,
                                atol=spec.forward_tol)
+    if not spec.differentiable:
+        if out.requires_grad:
+            raise CheckFailed("an op without a gradient gave an output that requires grad")
+        return
     if not out.requires_grad:
         raise CheckFailed("the output does not require grad")
     out.backward(Tensor._make(get_backend(backend).ones(out.shape, "float64"),
@@ -178,6 +187,8 @@ def check_function(fn, reference, cases, *, name=None, gradgrad=True, backends=N
     spec = OpSpec(name or getattr(fn, "__name__", "fn"), fn, reference, lambda: strategy,
                   gradgrad, gradcheck_options=gradcheck_options)
     checks = ["forward", "gradcheck"] + (["gradgradcheck"] if gradgrad else [])
+    # (check_function is for differentiable functions; OpSpec(differentiable=False)
+    # entries of the registry run the forward check alone)
     options = {"suppress_health_check": [HealthCheck.too_slow], "deadline": None}
     if max_examples is not None:
         options["max_examples"] = max_examples
@@ -228,7 +239,7 @@ def _apply_twice(spec, args, params, backend):
     fn, order = _closure(spec, args, params)
     xs = [leaves[i] for i in order]
     out = fn(*xs)
-    if not out.requires_grad:
+    if not isinstance(out, Tensor) or not out.requires_grad:
         return
     v = tensor(np.ones(out.shape), dtype="float64", requires_grad=True, backend=backend)
     gs = [g for g in grad(out, xs, grad_outputs=v, create_graph=True, allow_unused=True)

@@ -128,17 +128,47 @@ op("sum", lambda x, axis, keepdims: x.sum(axis, keepdims),
    lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), reduction())
 op("mean", lambda x, axis, keepdims: x.mean(axis, keepdims),
    lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), reduction())
-op("max", lambda x, axis, keepdims: x.max(axis, keepdims),
+op("amax", lambda x, axis, keepdims: x.amax(axis, keepdims),
    lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), reduction("distinct"),
    domain="distinct values (no ties)")
-op("min", lambda x, axis, keepdims: x.min(axis, keepdims),
+op("amin", lambda x, axis, keepdims: x.amin(axis, keepdims),
    lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), reduction("distinct"),
    domain="distinct values (no ties)")
+
+
+@st.composite
+def _one_dim_cases(draw):
+    """max(x) (no dim), or max(x, dim, keepdim) along one dim, on distinct values."""
+    shape = draw(S.shapes())
+    dim = draw(st.one_of(st.none(), st.integers(-max(len(shape), 1), max(len(shape), 1) - 1)))
+    return [draw(S.args(shape, "distinct"))], {"dim": dim, "keepdim": draw(st.booleans())}
+
+
+def _max_like(fn):
+    def call(x, dim, keepdim):
+        return getattr(x, fn)() if dim is None else getattr(x, fn)(dim, keepdim).values
+    return call
+
+
+def _np_max_like(fn):
+    def ref(x, dim, keepdim):
+        if dim is None:
+            return fn(x)
+        return fn(x, axis=dim % max(x.ndim, 1), keepdims=keepdim) if x.ndim else x
+    return ref
+
+
+op("max", _max_like("max"), _np_max_like(np.max), _one_dim_cases,
+   domain="distinct values (no ties)", notes="max(x) and max(x, dim).values")
+op("min", _max_like("min"), _np_max_like(np.min), _one_dim_cases,
+   domain="distinct values (no ties)", notes="min(x) and min(x, dim).values")
 _correction = st.fixed_dictionaries({"correction": st.sampled_from([0, 1])})
-op("var", lambda x, axis, keepdims, correction: x.var(axis, keepdims, correction),
+op("var", lambda x, axis, keepdims, correction: x.var(axis, keepdim=keepdims,
+                                                      correction=correction),
    lambda x, axis, keepdims, correction: np.var(x, axis=axis, keepdims=keepdims, ddof=correction),
    reduction(extra=_correction))
-op("std", lambda x, axis, keepdims, correction: x.std(axis, keepdims, correction),
+op("std", lambda x, axis, keepdims, correction: x.std(axis, keepdim=keepdims,
+                                                      correction=correction),
    lambda x, axis, keepdims, correction: np.std(x, axis=axis, keepdims=keepdims, ddof=correction),
    reduction("distinct", extra=_correction, min_count=2),
    domain="distinct values, >= 2 per reduction (std > 0)")
@@ -366,7 +396,7 @@ def _np_pad(x, pad, value):
     return np.pad(x, widths, constant_values=value)
 
 
-op("pad", lambda x, pad, value: mg.pad(x, pad, value), _np_pad, _pad_cases,
+op("pad", lambda x, pad, value: mg.pad(x, pad, value=value), _np_pad, _pad_cases,
    notes="PyTorch F.pad order (last axis first), constant value")
 
 
@@ -430,6 +460,197 @@ op("getitem_bool", lambda x, mask: x[mg.tensor(mask)], lambda x, mask: x[mask],
    _getitem_bool_cases, notes="mask over all or the leading dims")
 
 
+
+
+# ----------------------------------------------------------------------------- PyTorch's everyday ops
+op("clone", lambda x: x.clone(), lambda x: x.copy(), unary())
+op("square", lambda x: x.square(), np.square, unary())
+op("reciprocal", lambda x: x.reciprocal(), np.reciprocal, unary("denominator"),
+   domain="x away from 0")
+op("rsqrt", lambda x: x.rsqrt(), lambda x: 1 / np.sqrt(x), unary("positive"), domain="x > 0")
+op("log1p", lambda x: x.log1p(), np.log1p, unary("positive"), domain="x > 0")
+op("expm1", lambda x: x.expm1(), np.expm1, unary("small"))
+for _step in ("sign", "floor", "ceil", "trunc", "round"):
+    op(_step, (lambda f: lambda x: getattr(x, f)())(_step), getattr(np, _step), unary("offgrid"),
+       domain="x off integers and halves (the jumps)", notes="piecewise constant: gradient 0")
+op("round_decimals", lambda x, decimals: x.round(decimals=decimals),
+   lambda x, decimals: np.round(x, decimals), unary("offgrid", st.just({"decimals": 1})),
+   domain="x off the rounding points")
+
+
+@st.composite
+def _mm_cases(draw, batched=False):
+    n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
+    lead = (draw(st.integers(1, 3)),) if batched else ()
+    return [draw(S.args(lead + (n, k))), draw(S.args(lead + (k, m)))], {}
+
+
+op("mm", lambda a, b: a.mm(b), np.matmul, _mm_cases)
+op("bmm", lambda a, b: a.bmm(b), np.matmul, lambda: _mm_cases(batched=True))
+
+
+@st.composite
+def _dim_cases(draw, domain="real"):
+    shape = draw(S.shapes(min_dims=1))
+    return [draw(S.args(shape, domain))], {"dim": draw(st.integers(-len(shape), len(shape) - 1))}
+
+
+op("cumsum", lambda x, dim: x.cumsum(dim), lambda x, dim: np.cumsum(x, axis=dim), _dim_cases)
+op("prod", lambda x, axis, keepdims: x.prod(axis, keepdims),
+   lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims), reduction("nonzero"),
+   domain="|x| >= 0.1 (the zero rules are unit-tested)")
+
+
+@st.composite
+def _norm_cases(draw):
+    shape = draw(S.shapes())
+    p = draw(st.sampled_from([2, "fro", 1, 3, float("inf"), float("-inf")]))
+    axis = draw(S.axes(len(shape)))
+    domain = "distinct" if p in (float("inf"), float("-inf")) else "nonzero"
+    return [draw(S.args(shape, domain))], {"p": p, "dim": axis, "keepdim": draw(st.booleans())}
+
+
+def _np_norm(x, p, dim, keepdim):
+    a = np.abs(x)
+    if p in (2, "fro"):
+        return np.sqrt(np.sum(a * a, axis=dim, keepdims=keepdim))
+    if p == float("inf"):
+        return np.max(a, axis=dim, keepdims=keepdim)
+    if p == float("-inf"):
+        return np.min(a, axis=dim, keepdims=keepdim)
+    return np.sum(a ** p, axis=dim, keepdims=keepdim) ** (1 / p)
+
+
+op("norm", lambda x, p, dim, keepdim: x.norm(p, dim, keepdim), _np_norm, _norm_cases,
+   domain="|x| >= 0.1, distinct |x| for inf norms", notes="p = 2, 'fro', 1, 3, inf, -inf")
+
+
+@st.composite
+def _gather_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    ishape = tuple(draw(st.integers(1, s)) if i != dim % len(shape) else draw(st.integers(1, 4))
+                   for i, s in enumerate(shape))
+    n = shape[dim]
+    index = np.array(draw(st.lists(st.integers(-n, n - 1), min_size=int(np.prod(ishape)),
+                                   max_size=int(np.prod(ishape))))).reshape(ishape)
+    return [draw(S.args(shape))], {"dim": dim, "index": index}
+
+
+def _np_gather(x, dim, index):
+    """PyTorch's gather: the index's own shape (it may be smaller than x off ``dim``)."""
+    d = dim % x.ndim
+    part = x[tuple(slice(None) if k == d else slice(0, n) for k, n in enumerate(index.shape))]
+    return np.take_along_axis(part, np.where(index < 0, index + x.shape[d], index), axis=d)
+
+
+op("gather", lambda x, dim, index: x.gather(dim, mg.tensor(index)), _np_gather,
+   _gather_cases, notes="repeated and negative indices; index smaller than the input")
+
+
+@st.composite
+def _index_select_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    n = shape[dim]
+    index = np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=5)))
+    return [draw(S.args(shape))], {"dim": dim, "index": index}
+
+
+op("index_select", lambda x, dim, index: x.index_select(dim, mg.tensor(index)),
+   lambda x, dim, index: np.take(x, index, axis=dim), _index_select_cases,
+   notes="repeated indices")
+
+
+@st.composite
+def _masked_fill_cases(draw):
+    from hypothesis.extra import numpy as hnp
+    sx, sm = draw(S.broadcastable_shapes())
+    if np.broadcast_shapes(sx, sm) != sx:
+        sx, sm = sm, sx
+    if np.broadcast_shapes(sx, sm) != sx:
+        sm = sx
+    return [draw(S.args(sx))], {"mask": draw(hnp.arrays(np.bool_, sm)),
+                                "value": draw(st.sampled_from([0.0, -1.5]))}
+
+
+op("masked_fill", lambda x, mask, value: x.masked_fill(mg.tensor(mask), value),
+   lambda x, mask, value: np.where(mask, value, x), _masked_fill_cases,
+   notes="mask broadcast to the input")
+
+
+@st.composite
+def _repeat_cases(draw):
+    shape = draw(S.shapes())
+    sizes = tuple(draw(st.integers(1, 3)) for _ in range(len(shape) + draw(st.integers(0, 2))))
+    return [draw(S.args(shape))], {"sizes": sizes or (1,)}
+
+
+op("repeat", lambda x, sizes: x.repeat(*sizes), lambda x, sizes: np.tile(x, sizes),
+   _repeat_cases, notes="extra leading sizes add dims")
+
+
+@st.composite
+def _flip_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    dims = draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True))
+    return [draw(S.args(shape))], {"dims": tuple(dims)}
+
+
+op("flip", lambda x, dims: x.flip(*dims), lambda x, dims: np.flip(x, dims), _flip_cases)
+
+
+@st.composite
+def _triangle_cases(draw):
+    shape = draw(S.shapes(min_dims=2))
+    return [draw(S.args(shape))], {"diagonal": draw(st.integers(-2, 2))}
+
+
+op("tril", lambda x, diagonal: x.tril(diagonal), lambda x, diagonal: np.tril(x, diagonal),
+   _triangle_cases)
+op("triu", lambda x, diagonal: x.triu(diagonal), lambda x, diagonal: np.triu(x, diagonal),
+   _triangle_cases)
+
+
+@st.composite
+def _clamp_tensor_cases(draw):
+    shape = draw(S.shapes())
+    bounds = draw(st.sampled_from(["min", "max", "both"]))
+    lo = draw(S.args(shape, "grid")) if bounds != "max" else None
+    hi = draw(S.args(shape, "midgrid")) if bounds != "min" else None
+    x = draw(S.args(shape, "offgrid"))
+    return [a for a in (x, lo, hi) if a is not None], {"bounds": bounds}
+
+
+def _clamp_tensors(x, *b, bounds):
+    lo = b[0] if bounds != "max" else None
+    hi = b[-1] if bounds != "min" else None
+    return mg.clamp(x, min=lo, max=hi)
+
+
+def _np_clamp_tensors(x, *b, bounds):
+    lo = b[0] if bounds != "max" else None
+    hi = b[-1] if bounds != "min" else None
+    y = x if lo is None else np.where(x < lo, lo, x)
+    return y if hi is None else np.where(y > hi, hi, y)
+
+
+op("clamp_tensor_bounds", _clamp_tensors, _np_clamp_tensors, _clamp_tensor_cases,
+   domain="x, min and max on three disjoint grids (no ties)",
+   notes="min and/or max tensors; where min > max, max")
+op("clamp_min", lambda x: x.clamp_min(S.CLIP_LO), lambda x: np.maximum(x, S.CLIP_LO),
+   unary("clip"))
+op("softplus_beta_threshold", lambda x, beta, threshold: mg.softplus(x, beta, threshold),
+   lambda x, beta, threshold: np.where(beta * x > threshold, x, np.logaddexp(0, beta * x) / beta),
+   unary("clip", st.sampled_from([{"beta": 3.0, "threshold": 2.1},      # the switch at x = 0.7
+                                  {"beta": 0.5, "threshold": 20.0}])),
+   domain="beta x off the threshold (a small jump there, as in PyTorch)")
+
+# ops without a gradient (as in PyTorch): forward only
+op("isnan", lambda x: x.isnan(), np.isnan, unary(), differentiable=False)
+op("isfinite", lambda x: x.isfinite(), np.isfinite, unary(), differentiable=False)
+op("argmax", lambda x, dim: x.argmax(dim), lambda x, dim: np.argmax(x, axis=dim),
+   lambda: _dim_cases("distinct"), differentiable=False, domain="distinct values")
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -738,7 +959,8 @@ def coverage_table() -> str:
     Functions it reaches (forward, backward and double backward) and its domain."""
     rows = [("op", "checks", "Functions reached", "domain / notes")]
     for s in OPS:
-        checks = "forward grad" + (" gradgrad" if s.gradgrad else "")
+        checks = "forward (no gradient)" if not s.differentiable else \
+            "forward grad" + (" gradgrad" if s.gradgrad else "")
         reached = " ".join(sorted(f.__name__.lstrip("_") for f in functions_reached(s)))
         rows.append((s.name, checks, reached,
                      "; ".join(x for x in (s.domain if s.domain != "real" else "", s.notes)

@@ -110,6 +110,7 @@ DOMAINS = {
     "clip": floats_avoiding(-2.0, 2.0, avoid=(-0.5, 0.7), gap=0.05),  # clip(x, -0.5, 0.7)
     "grid": st.integers(-12, 12).map(lambda k: 0.25 * k),            # maximum's first operand
     "offgrid": st.integers(-12, 12).map(lambda k: 0.25 * k + 0.125),  # ... and its second
+    "midgrid": st.integers(-12, 12).map(lambda k: 0.25 * k + 0.0625),  # a third, off both
     "probability": _interval(0.05, 0.95),                            # BCE inputs and targets
 }
 CLIP_LO, CLIP_HI = -0.5, 0.7
