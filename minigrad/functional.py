@@ -538,10 +538,19 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 
 # ----------------------------------------------------------------------------- more activations
+def _check_floating(t, name, arg="input"):
+    """These functions are defined on real numbers: an integer tensor is refused, as
+    PyTorch refuses it (rather than silently picking a float dtype)."""
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype.name} "
+                        f"(convert it with .float())")
+
+
 def gelu(input, approximate="none"):
     """GELU(x) = x Phi(x), Phi the standard normal CDF (Hendrycks & Gimpel):
         "none": x/2 (1 + erf(x / sqrt(2)))
         "tanh": x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (their approximation)"""
+    _check_floating(input, "gelu")
     if approximate == "none":
         return input * 0.5 * (1.0 + _ops.erf(input * (1.0 / math.sqrt(2.0))))
     if approximate == "tanh":
@@ -553,6 +562,7 @@ def gelu(input, approximate="none"):
 def silu(input, inplace=False):
     """SiLU (swish): x sigmoid(x). ``inplace`` is accepted for PyTorch's signature;
     the result is always a new tensor."""
+    _check_floating(input, "silu")
     return input * sigmoid(input)
 
 
@@ -563,6 +573,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got "
                          f"min_val={min_val}, max_val={max_val}")
+    if not input.dtype.is_floating_point:   # as PyTorch: integer bounds (truncated), same dtype
+        min_val, max_val = int(min_val), int(max_val)
     return _ops.where(input <= min_val, min_val,
                       _ops.where(input >= max_val, max_val, input))
 
@@ -588,6 +600,7 @@ def _vector_norm(x, p, dim):
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """v / max(||v||_p, eps) for each vector v along ``dim``: unit vectors, and
     the zero vector stays 0."""
+    _check_floating(input, "normalize")
     return input / _ops.clip(_vector_norm(input, p, dim), eps, None)
 
 
@@ -595,6 +608,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """x1 . x2 / (max(||x1||, eps) max(||x2||, eps)) along ``dim``, which is removed;
     x1 and x2 broadcast together first. Each vector is scaled to unit length
     before the dot product (PyTorch's order, which keeps the result in [-1, 1])."""
+    _check_floating(x1, "cosine_similarity", "x1")
+    _check_floating(x2, "cosine_similarity", "x2")
     shape = _ops._broadcast_shapes(x1.shape, x2.shape)
     x1 = x1 if x1.shape == shape else x1.broadcast_to(shape)
     x2 = x2 if x2.shape == shape else x2.broadcast_to(shape)
@@ -617,6 +632,8 @@ def kl_div(input, target, reduction="mean", log_target=False):
     instead, which is not a KL divergence: PyTorch warns, and so does minigrad."""
     _same_shape(input, target, "kl_div")
     _check_reduction(reduction, "kl_div", _KL_REDUCTIONS)
+    _check_floating(input, "kl_div")
+    _check_floating(target, "kl_div", "target")
     if log_target:
         loss = _ops.exp(target) * (target - input)
     else:   # xlogy(t, t): 0 where t = 0 (and nan where t < 0, as log's)
@@ -644,6 +661,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     l1_loss."""
     _same_shape(input, target, "smooth_l1_loss")
     _check_reduction(reduction, "smooth_l1_loss")
+    _check_floating(input, "smooth_l1_loss")
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
     if beta == 0:
@@ -657,6 +675,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     multiplies each element's loss before the reduction."""
     _same_shape(input, target, "huber_loss")
     _check_reduction(reduction, "huber_loss")
+    _check_floating(input, "huber_loss")
     if delta <= 0:
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
     if weight is not None and weight.shape != input.shape:
@@ -675,6 +694,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     group is layer norm over (C, ...); C groups is instance norm."""
     if input.ndim < 2:
         raise ValueError(f"group_norm: expected input of shape (N, C, ...), got {input.shape}")
+    _check_floating(input, "group_norm")
     n, c = input.shape[:2]
     if not isinstance(num_groups, int) or num_groups <= 0 or c % num_groups:
         raise ValueError(f"group_norm: num_groups must be a positive int that divides the {c} "

@@ -503,6 +503,26 @@ def test_group_norm_special_cases_and_errors(backend_name):
         F.group_norm(t(np.ones(4)), 1)
 
 
+def test_new_functions_refuse_integer_input_as_pytorch(backend_name):
+    i, f = t(np.array([[-3, 0, 2]])), t(np.array([[0.5, -1.0, 2.0]]))
+    for name, call in [("gelu", lambda: F.gelu(i)), ("silu", lambda: F.silu(i)),
+                       ("normalize", lambda: F.normalize(i)),
+                       ("cosine_similarity: x2", lambda: F.cosine_similarity(f, i)),
+                       ("kl_div: target", lambda: F.kl_div(f, i, "sum")),
+                       ("smooth_l1_loss", lambda: F.smooth_l1_loss(i, f)),
+                       ("huber_loss", lambda: F.huber_loss(i, f)),
+                       ("group_norm", lambda: F.group_norm(i, 1))]:
+        with pytest.raises(TypeError, match=f"{name}.* must be a floating-point tensor, got "
+                                            f"int64"):
+            call()
+    # hardtanh keeps an integer dtype, with the bounds truncated to integers (PyTorch's)
+    out = F.hardtanh(t(np.array([-3, 0, 2])), -1.5, 0.7)
+    assert out.dtype == mg.int64 and out.numpy().tolist() == [-1, 0, 0]
+    # an integer target is promoted, as in any binary op
+    np.testing.assert_allclose(F.smooth_l1_loss(f, t(np.array([[1, 0, 2]]))).numpy(),
+                               (0.125 + 0.5 + 0) / 3, rtol=1e-12)
+
+
 def test_new_functions_keep_float32(backend_name):
     x, y = mg.randn(4, 6), mg.randn(4, 6)
     for out in (F.gelu(x), F.gelu(x, "tanh"), F.silu(x), F.hardtanh(x), F.normalize(x),
