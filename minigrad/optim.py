@@ -276,6 +276,15 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
 
 
+def _signed_l2_gradient(g, p, group):
+    """The gradient a rule follows: -g with ``maximize``, plus the L2 term weight_decay * p."""
+    if group["maximize"]:
+        g = -g
+    if group["weight_decay"]:
+        g = g + group["weight_decay"] * p.data
+    return g
+
+
 class RMSprop(Optimizer):
     """RMSprop (Hinton, Neural Networks for ML, lecture 6e), PyTorch's rule:
 
@@ -306,10 +315,7 @@ class RMSprop(Optimizer):
             state["momentum_buffer"] = xp.zeros_like(p.data)
         if group["centered"] and "grad_avg" not in state:
             state["grad_avg"] = xp.zeros_like(p.data)
-        if group["maximize"]:
-            g = -g
-        if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
+        g = _signed_l2_gradient(g, p, group)
         state["step"] += 1
         v = state["square_avg"] = a * state["square_avg"] + (1.0 - a) * (g * g)
         if group["centered"]:
@@ -346,10 +352,7 @@ class Adadelta(Optimizer):
             state["step"] = 0
             state["square_avg"] = xp.zeros_like(p.data)
             state["acc_delta"] = xp.zeros_like(p.data)
-        if group["maximize"]:
-            g = -g
-        if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
+        g = _signed_l2_gradient(g, p, group)
         state["step"] += 1
         v = state["square_avg"] = rho * state["square_avg"] + (1.0 - rho) * (g * g)
         d = xp.sqrt(state["acc_delta"] + eps) / xp.sqrt(v + eps) * g

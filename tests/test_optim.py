@@ -126,22 +126,17 @@ RMSPROP_CASES = [dict(), dict(lr=0.05, alpha=0.9, eps=1e-4), dict(weight_decay=0
                  dict(centered=True), dict(centered=True, momentum=0.5, maximize=True)]
 
 
-@pytest.mark.parametrize("kw", RMSPROP_CASES, ids=[str(k) for k in RMSPROP_CASES])
-def test_rmsprop_matches_update_rule(backend_name, kw):
-    p0, grads = RNG.standard_normal((3, 2)), grads_sequence((3, 2))
-    got = run(lambda ps: optim.RMSprop(ps, **kw), p0, grads)
-    for k, (a, b) in enumerate(zip(got, rmsprop_ref(p0, grads, **kw))):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"step {k + 1}")
-
-
 ADADELTA_CASES = [dict(), dict(lr=0.5, rho=0.95, eps=1e-4), dict(weight_decay=0.1, maximize=True)]
+RULE_CASES = [(optim.RMSprop, rmsprop_ref, kw) for kw in RMSPROP_CASES] + \
+    [(optim.Adadelta, adadelta_ref, kw) for kw in ADADELTA_CASES]
 
 
-@pytest.mark.parametrize("kw", ADADELTA_CASES, ids=[str(k) for k in ADADELTA_CASES])
-def test_adadelta_matches_update_rule(backend_name, kw):
-    p0, grads = RNG.standard_normal(4), grads_sequence(4)
-    got = run(lambda ps: optim.Adadelta(ps, **kw), p0, grads)
-    for k, (a, b) in enumerate(zip(got, adadelta_ref(p0, grads, **kw))):
+@pytest.mark.parametrize("cls,ref,kw", RULE_CASES,
+                         ids=[f"{c.__name__}-{k}" for c, _, k in RULE_CASES])
+def test_rmsprop_and_adadelta_match_update_rules(backend_name, cls, ref, kw):
+    p0, grads = RNG.standard_normal((3, 2)), grads_sequence((3, 2))
+    got = run(lambda ps: cls(ps, **kw), p0, grads)
+    for k, (a, b) in enumerate(zip(got, ref(p0, grads, **kw))):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"step {k + 1}")
 
 
