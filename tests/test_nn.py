@@ -735,7 +735,7 @@ def test_batchnorm_matches_torch_if_available():
         assert list(ours.state_dict()) == list(theirs.state_dict())
 
 
-# ----------------------------------------------------------------------------- GELU ... CosineSimilarity
+# ----------------------------------------------------------------------------- GELU ... GroupNorm
 def test_hardtanh_module(backend_name):
     x = np.array([[-3.0, -0.5, 0.25], [0.69, 1.5, 2.0]])
     m = nn.Hardtanh(-0.5, 0.7)

@@ -734,8 +734,8 @@ op("nll_loss", _class_loss(F.nll_loss),
    lambda x, **kw: _np_cross_entropy(x, log_probs=True, **kw), _class_cases)
 
 
-# ----------------------------------------------------------------------------- activations, vector norms,
-# more losses and group norm (PyTorch's F.gelu ... F.group_norm): formulas in Tensor ops
+# ----------------------------------------------------------------------------- gelu ... group_norm
+# (activations, vector norms, more losses, group norm): formulas in Tensor ops, no Function
 def _np_gelu(x, approximate):
     if approximate == "tanh":
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
