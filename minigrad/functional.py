@@ -12,6 +12,9 @@ computes the same gradients on arrays, in fewer passes.)
 """
 from __future__ import annotations
 
+import math
+import warnings
+
 from . import ops as _ops
 from .conv import (adaptive_avg_pool2d, avg_pool2d, conv2d, conv_transpose2d,  # noqa: F401
                    interpolate, max_pool2d)
@@ -23,7 +26,9 @@ __all__ = ["linear", "dropout", "batch_norm", "layer_norm", "embedding", "one_ho
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
            "nll_loss", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "softmax",
            "log_softmax", "pad", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
-           "adaptive_avg_pool2d", "interpolate", "flatten"]
+           "adaptive_avg_pool2d", "interpolate", "flatten",
+           "gelu", "silu", "hardtanh", "normalize", "cosine_similarity", "kl_div",
+           "smooth_l1_loss", "huber_loss", "group_norm"]
 
 
 def _const(array, be):
@@ -299,9 +304,9 @@ def _reduce(loss, reduction, name):
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _check_reduction(reduction, name):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+def _check_reduction(reduction, name, allowed=_REDUCTIONS):
+    if reduction not in allowed:
+        raise ValueError(f"{name}: reduction must be one of {allowed}, got {reduction!r}")
 
 
 def _same_shape(input, target, name):
@@ -537,3 +542,179 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     smooth = _weighted_reduce(-logp.sum(1) * keep, per_example, reduction, be)
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
 
+
+
+# ----------------------------------------------------------------------------- more activations
+def _check_floating(t, name, arg="input"):
+    """These functions are defined on real numbers: an integer tensor is refused, as
+    PyTorch refuses it (rather than silently picking a float dtype)."""
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype.name} "
+                        f"(convert it with .float())")
+
+
+def gelu(input, approximate="none"):
+    """GELU(x) = x Phi(x), Phi the standard normal CDF (Hendrycks & Gimpel):
+        "none": x/2 (1 + erf(x / sqrt(2)))
+        "tanh": x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (their approximation)"""
+    _check_floating(input, "gelu")
+    if approximate == "none":
+        return input * 0.5 * (1.0 + _ops.erf(input * (1.0 / math.sqrt(2.0))))
+    if approximate == "tanh":
+        inner = (input + input ** 3 * 0.044715) * math.sqrt(2.0 / math.pi)
+        return input * 0.5 * (1.0 + _ops.tanh(inner))
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def silu(input, inplace=False):
+    """SiLU (swish): x sigmoid(x). ``inplace`` is accepted for PyTorch's signature;
+    the result is always a new tensor."""
+    _check_floating(input, "silu")
+    return input * sigmoid(input)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """x clamped to [min_val, max_val]. As in PyTorch, the gradient is 1 strictly
+    inside and 0 at the bounds themselves (clamp's is 1 there). ``inplace`` is
+    accepted for PyTorch's signature; the result is always a new tensor."""
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val cannot be greater than max_val, got "
+                         f"min_val={min_val}, max_val={max_val}")
+    if not input.dtype.is_floating_point:   # as PyTorch: integer bounds (truncated), same dtype
+        min_val, max_val = int(min_val), int(max_val)
+    return _ops.where(input <= min_val, min_val,
+                      _ops.where(input >= max_val, max_val, input))
+
+
+# ----------------------------------------------------------------------------- norms of vectors
+def _vector_norm(x, p, dim):
+    """||x||_p of each vector along ``dim`` (kept as a size-1 axis): (sum |x|^p)^(1/p),
+    max |x| for p = inf, min |x| for p = -inf, the count of non-zeros for p = 0.
+    The zero vector's norm gets gradient 0 (PyTorch's choice; the formula's is
+    inf there): the root is taken of 1 instead and the result replaced by 0."""
+    if p == math.inf:
+        return _ops.abs(x).max(dim, keepdims=True)
+    if p == -math.inf:
+        return _ops.abs(x).min(dim, keepdims=True)
+    if p == 0:
+        return (x != 0).astype(x.dtype.name).sum(dim, keepdims=True)
+    s = (x * x if p == 2 else _ops.abs(x) ** p).sum(dim, keepdims=True)
+    nonzero = s > 0
+    safe = _ops.where(nonzero, s, 1.0)
+    return _ops.where(nonzero, _ops.sqrt(safe) if p == 2 else safe ** (1.0 / p), 0.0)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """v / max(||v||_p, eps) for each vector v along ``dim``: unit vectors, and
+    the zero vector stays 0."""
+    _check_floating(input, "normalize")
+    return input / _ops.clip(_vector_norm(input, p, dim), eps, None)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """x1 . x2 / (max(||x1||, eps) max(||x2||, eps)) along ``dim``, which is removed;
+    x1 and x2 broadcast together first. Each vector is scaled to unit length
+    before the dot product (PyTorch's order, which keeps the result in [-1, 1])."""
+    _check_floating(x1, "cosine_similarity", "x1")
+    _check_floating(x2, "cosine_similarity", "x2")
+    shape = _ops._broadcast_shapes(x1.shape, x2.shape)
+    x1 = x1 if x1.shape == shape else x1.broadcast_to(shape)
+    x2 = x2 if x2.shape == shape else x2.broadcast_to(shape)
+    u1 = x1 / _ops.clip(_vector_norm(x1, 2, dim), eps, None)
+    u2 = x2 / _ops.clip(_vector_norm(x2, 2, dim), eps, None)
+    return (u1 * u2).sum(dim)
+
+
+# ----------------------------------------------------------------------------- more losses
+_KL_REDUCTIONS = _REDUCTIONS + ("batchmean",)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Pointwise KL divergence, PyTorch's argument order: ``input`` holds the model's
+    log-probabilities log q, ``target`` the probabilities t of the data:
+        t (log t - input)          (t log t taken as 0 at t = 0, its limit)
+        exp(t) (t - input)         with ``log_target=True`` (target as log t)
+    "batchmean" divides the sum by the batch size input.shape[0]: KL(t || q) per
+    example, the mathematical definition. "mean" divides by the number of elements
+    instead, which is not a KL divergence: PyTorch warns, and so does minigrad."""
+    _same_shape(input, target, "kl_div")
+    _check_reduction(reduction, "kl_div", _KL_REDUCTIONS)
+    _check_floating(input, "kl_div")
+    _check_floating(target, "kl_div", "target")
+    if log_target:
+        loss = _ops.exp(target) * (target - input)
+    else:   # xlogy(t, t): 0 where t = 0 (and nan where t < 0, as log's)
+        t_log_t = target * _ops.log(_ops.where(target == 0, 1.0, target))
+        loss = t_log_t - target * input
+    if reduction == "batchmean":
+        return loss.sum() / input.shape[0] if input.ndim else loss.sum()
+    if reduction == "mean":
+        warnings.warn("kl_div: reduction='mean' divides the total loss by both the batch size "
+                      "and the support size; 'batchmean' divides only by the batch size and "
+                      "is the KL divergence's definition", UserWarning, stacklevel=2)
+    return _reduce(loss, reduction, "kl_div")
+
+
+def _smooth_l1(d, beta):
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta > 0)."""
+    ad = _ops.abs(d)
+    return _ops.where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """Smooth L1 of d = input - target: 0.5 d^2 / beta for |d| < beta, |d| - 0.5 beta
+    beyond (Fast R-CNN's loss): quadratic near 0, so its gradient shrinks with d,
+    and linear in the tails, so outliers pull with a bounded force. beta = 0 is
+    l1_loss."""
+    _same_shape(input, target, "smooth_l1_loss")
+    _check_reduction(reduction, "smooth_l1_loss")
+    _check_floating(input, "smooth_l1_loss")
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    if beta == 0:
+        return l1_loss(input, target, reduction)
+    return _reduce(_smooth_l1(input - target, beta), reduction, "smooth_l1_loss")
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Huber loss of d = input - target: 0.5 d^2 for |d| < delta, delta (|d| - 0.5 delta)
+    beyond; it is delta * smooth_l1 with beta = delta. ``weight`` (input's shape)
+    multiplies each element's loss before the reduction."""
+    _same_shape(input, target, "huber_loss")
+    _check_reduction(reduction, "huber_loss")
+    _check_floating(input, "huber_loss")
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    if weight is not None and weight.shape != input.shape:
+        raise ValueError(f"huber_loss: weight of shape {weight.shape} must have input's shape "
+                         f"{input.shape}")
+    loss = _smooth_l1(input - target, delta) * delta
+    return _reduce(_apply_weight(loss, weight), reduction, "huber_loss")
+
+
+# ----------------------------------------------------------------------------- group norm
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group norm (Wu & He) of input (N, C, ...): split the C channels into
+    ``num_groups`` groups, normalise each example's group over its channels and
+    positions, y = (x - mean) / sqrt(var + eps) (biased variance), then scale and
+    shift per channel. No batch statistics: the same for any batch size. One
+    group is layer norm over (C, ...); C groups is instance norm."""
+    if input.ndim < 2:
+        raise ValueError(f"group_norm: expected input of shape (N, C, ...), got {input.shape}")
+    _check_floating(input, "group_norm")
+    n, c = input.shape[:2]
+    if not isinstance(num_groups, int) or num_groups <= 0 or c % num_groups:
+        raise ValueError(f"group_norm: num_groups must be a positive int that divides the {c} "
+                         f"channels of input of shape {input.shape}, got {num_groups!r}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (c,):
+            raise ValueError(f"group_norm: {name} has shape {t.shape}, expected ({c},) for "
+                             f"input of shape {input.shape}")
+    per_group = c // num_groups * math.prod(input.shape[2:])
+    grouped = input.reshape(n, num_groups, per_group)
+    y = layer_norm(grouped, (per_group,), eps=eps).reshape(input.shape)
+    if weight is not None:
+        y = y * weight.reshape(_bn_shape(input))
+    if bias is not None:
+        y = y + bias.reshape(_bn_shape(input))
+    return y

@@ -20,8 +20,8 @@ import math
 
 from .tensor import Tensor, no_grad
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "LRScheduler", "StepLR", "CosineAnnealingLR",
-           "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "LRScheduler", "StepLR",
+           "CosineAnnealingLR", "lr_scheduler"]
 
 
 class Optimizer:
@@ -283,6 +283,90 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+def _signed_l2_gradient(g, p, group):
+    """The gradient a rule follows: -g with ``maximize``, plus the L2 term weight_decay * p."""
+    if group["maximize"]:
+        g = -g
+    if group["weight_decay"]:
+        g = g + group["weight_decay"] * p.data
+    return g
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, Neural Networks for ML, lecture 6e), PyTorch's rule:
+
+        g = g + weight_decay * p
+        v = alpha v + (1 - alpha) g^2                    (square_avg)
+        centered: m = alpha m + (1 - alpha) g            (grad_avg), and v - m^2 for v below
+        d = g / (sqrt(v) + eps)
+        p = p - lr * d,  or with momentum:  b = momentum b + d  (momentum_buffer),  p = p - lr * b
+
+    Each parameter's step is scaled by a running RMS of its own gradients. As in
+    PyTorch, eps is added after the square root, and v starts at 0 with no bias
+    correction (so the first steps are large: about lr / sqrt(1 - alpha))."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        if not alpha >= 0.0:
+            raise ValueError(f"invalid alpha: {alpha} (must be >= 0)")
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered, maximize=maximize))
+
+    def _update(self, p, g, group, state):
+        xp = p._backend.xp
+        a, mom = group["alpha"], group["momentum"]
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(p.data)
+        if mom > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = xp.zeros_like(p.data)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = xp.zeros_like(p.data)
+        g = _signed_l2_gradient(g, p, group)
+        state["step"] += 1
+        v = state["square_avg"] = a * state["square_avg"] + (1.0 - a) * (g * g)
+        if group["centered"]:
+            m = state["grad_avg"] = a * state["grad_avg"] + (1.0 - a) * g
+            v = v - m * m
+        d = g / (xp.sqrt(v) + group["eps"])
+        if mom > 0:
+            d = state["momentum_buffer"] = mom * state["momentum_buffer"] + d
+        p.data -= group["lr"] * d
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012), PyTorch's rule:
+
+        g = g + weight_decay * p
+        v = rho v + (1 - rho) g^2                        (square_avg)
+        d = sqrt(u + eps) / sqrt(v + eps) * g             (u: acc_delta, the running mean of d^2)
+        u = rho u + (1 - rho) d^2
+        p = p - lr * d
+
+    The ratio of two RMS values gives each step the units of the parameter, so
+    Zeiler's method needs no learning rate: that is lr = 1, PyTorch's default."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"invalid rho: {rho} (must be in [0, 1])")
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _update(self, p, g, group, state):
+        xp = p._backend.xp
+        rho, eps = group["rho"], group["eps"]
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(p.data)
+            state["acc_delta"] = xp.zeros_like(p.data)
+        g = _signed_l2_gradient(g, p, group)
+        state["step"] += 1
+        v = state["square_avg"] = rho * state["square_avg"] + (1.0 - rho) * (g * g)
+        d = xp.sqrt(state["acc_delta"] + eps) / xp.sqrt(v + eps) * g
+        state["acc_delta"] = rho * state["acc_delta"] + (1.0 - rho) * (d * d)
+        p.data -= group["lr"] * d
 
 
 # ----------------------------------------------------------------------------- schedulers

@@ -381,3 +381,218 @@ def test_losses_against_torch_if_available():
     ref = tf.binary_cross_entropy_with_logits(torch.tensor(xl), torch.tensor(yl),
                                               pos_weight=torch.tensor(pw))
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- gelu ... group_norm
+# (forward, gradient and second derivative on drawn cases: the op registry, tests/test_ops.py;
+# here the edge cases and errors, and PyTorch as an oracle)
+def test_new_activations_edge_values_and_errors(backend_name):
+    x = t(np.array([-1.0, -0.5, 0.0, 0.7, 1.0, 2.0]), True)
+    y = F.hardtanh(x, -0.5, 0.7)
+    y.backward(t(np.arange(1.0, 7.0)))
+    np.testing.assert_array_equal(y.numpy(), [-0.5, -0.5, 0.0, 0.7, 0.7, 0.7])
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 3, 0, 0, 0])  # 0 at the bounds too
+    assert np.isnan(F.hardtanh(t(np.array([np.nan]))).numpy()[0])      # nan passes, as clamp's
+    big = t(np.array([-30.0, 0.0, 30.0]), dtype="float32")
+    np.testing.assert_array_equal(F.gelu(big).numpy(), [0.0, 0.0, 30.0])
+    np.testing.assert_array_equal(F.gelu(big, approximate="tanh").numpy(), [0.0, 0.0, 30.0])
+    assert np.all(np.isfinite(F.silu(big * 100.0).numpy()))
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh', got 'erf'"):
+        F.gelu(big, approximate="erf")
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        F.hardtanh(big, 1.0, -1.0)
+    assert F.hardtanh(big, 0.5, 0.5).numpy().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_normalize_special_norms_and_the_zero_vector(backend_name):
+    x = np.array([[0.5, -2.0, 1.5], [-0.25, 0.75, 3.0]])
+    for p, norm in [(np.inf, np.abs(x).max(1)), (0, (x != 0).sum(1)), (1, np.abs(x).sum(1))]:
+        np.testing.assert_allclose(F.normalize(t(x), p=p).numpy(), x / norm[:, None],
+                                   rtol=1e-12, err_msg=f"p={p}")
+    assert mg.gradcheck(lambda a: F.normalize(a, p=np.inf), (t(x, True),))  # no ties in |x|
+    assert mg.gradgradcheck(lambda a: F.normalize(a, p=np.inf, dim=0), (t(x, True),))
+    # the zero vector stays 0; its gradient is that of x / eps (PyTorch: 1/eps, no nan)
+    z = t(np.zeros((2, 3)), True)
+    out = F.normalize(z, eps=1e-6)
+    out.backward(t(np.ones((2, 3))))
+    np.testing.assert_array_equal(out.numpy(), 0.0)
+    np.testing.assert_allclose(z.grad.numpy(), 1e6, rtol=1e-12)
+    with pytest.raises(ValueError, match="out of range"):
+        F.normalize(t(np.ones(3)))            # dim=1 on a vector
+
+
+def test_cosine_similarity_broadcasts_and_stays_in_range(backend_name):
+    a, b = randn(4, 3), randn(3)
+    got = F.cosine_similarity(t(a), t(b))   # dim=1 of the broadcast shape (4, 3)
+    assert got.shape == (4,)
+    ref = (a @ b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)
+    # a size-1 axis along dim is broadcast before the norm is taken
+    col = randn(4, 1)
+    np.testing.assert_allclose(F.cosine_similarity(t(a), t(col)).numpy(),
+                               a.sum(1) * np.sign(col[:, 0]) / (np.linalg.norm(a, axis=1) *
+                                                                np.sqrt(3)), rtol=1e-12)
+    np.testing.assert_allclose(F.cosine_similarity(t(a), t(a * 1e6)).numpy(), 1.0, rtol=1e-15)
+    assert F.cosine_similarity(t(a[0]), t(b), dim=0).shape == ()
+    zero = F.cosine_similarity(t(np.zeros((2, 3))), t(a[:2]))
+    np.testing.assert_array_equal(zero.numpy(), 0.0)
+
+
+def test_kl_div_reductions_zero_targets_and_warning(backend_name):
+    logq = np_log_softmax(randn(4, 3))
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.1, 0.1, 0.8]])
+    pointwise = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0) - p * logq
+    x = t(logq, True)
+    loss = F.kl_div(x, t(p), reduction="batchmean")
+    np.testing.assert_allclose(loss.numpy(), pointwise.sum() / 4, rtol=1e-12)
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), -p / 4, rtol=1e-12)   # finite where p = 0
+    np.testing.assert_allclose(F.kl_div(t(logq), t(p), reduction="none").numpy(), pointwise,
+                               rtol=1e-12)
+    np.testing.assert_allclose(F.kl_div(t(logq), t(np.log(p + 0.1)), reduction="sum",
+                                        log_target=True).numpy(),
+                               ((p + 0.1) * (np.log(p + 0.1) - logq)).sum(), rtol=1e-12)
+    with pytest.warns(UserWarning, match="'batchmean' divides only by the batch size"):
+        mean = F.kl_div(t(logq), t(p))
+    np.testing.assert_allclose(mean.numpy(), pointwise.mean(), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"kl_div: reduction must be one of \('mean', 'sum', "
+                                         r"'none', 'batchmean'\), got 'avg'"):
+        F.kl_div(t(logq), t(p), reduction="avg")
+    with pytest.raises(ValueError, match="kl_div: target shape"):
+        F.kl_div(t(logq), t(p[0]))
+
+
+def test_smooth_l1_and_huber_relations_and_errors(backend_name):
+    x, y = t(randn(5, 4) * 2), t(randn(5, 4))
+    np.testing.assert_allclose(F.smooth_l1_loss(x, y, beta=0.0).numpy(),
+                               F.l1_loss(x, y).numpy(), rtol=1e-15)
+    for delta in (0.5, 1.0, 2.0):    # huber = delta * smooth_l1 with beta = delta
+        np.testing.assert_allclose(F.huber_loss(x, y, "none", delta).numpy(),
+                                   delta * F.smooth_l1_loss(x, y, "none", delta).numpy(),
+                                   rtol=1e-14)
+    w = t(RNG.uniform(0, 1, (5, 4)))
+    np.testing.assert_allclose(F.huber_loss(x, y, "sum", weight=w).numpy(),
+                               (F.huber_loss(x, y, "none").numpy() * w.numpy()).sum(), rtol=1e-14)
+    with pytest.raises(ValueError, match="smooth_l1_loss: beta must be >= 0, got -1"):
+        F.smooth_l1_loss(x, y, beta=-1.0)
+    with pytest.raises(ValueError, match="huber_loss: delta must be positive, got 0"):
+        F.huber_loss(x, y, delta=0.0)
+    with pytest.raises(ValueError, match=r"huber_loss: weight of shape \(4,\) must have"):
+        F.huber_loss(x, y, weight=t(np.ones(4)))
+    with pytest.raises(ValueError, match="smooth_l1_loss: reduction must be one of"):
+        F.smooth_l1_loss(x, y, reduction="batchmean")
+
+
+def test_group_norm_special_cases_and_errors(backend_name):
+    x = randn(3, 4, 2, 5) * 2 + 1
+    # one group: layer norm over (C, H, W); C groups: instance norm over (H, W)
+    np.testing.assert_allclose(F.group_norm(t(x), 1).numpy(),
+                               F.layer_norm(t(x), (4, 2, 5)).numpy(), rtol=1e-12)
+    inst = (x - x.mean((2, 3), keepdims=True)) / np.sqrt(x.var((2, 3), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(F.group_norm(t(x), 4).numpy(), inst, rtol=1e-10, atol=1e-12)
+    # batch size 1 is fine (no batch statistics), and non-contiguous input
+    xt = t(x[:1].transpose(0, 1, 3, 2))
+    ref = F.group_norm(t(np.ascontiguousarray(x[:1].transpose(0, 1, 3, 2))), 2)
+    np.testing.assert_allclose(F.group_norm(xt, 2).numpy(), ref.numpy(), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"num_groups must be a positive int that divides the "
+                                         r"4 channels of input of shape \(3, 4, 2, 5\), got 3"):
+        F.group_norm(t(x), 3)
+    with pytest.raises(ValueError, match=r"weight has shape \(3,\), expected \(4,\)"):
+        F.group_norm(t(x), 2, t(np.ones(3)))
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, C, ...\)"):
+        F.group_norm(t(np.ones(4)), 1)
+
+
+def test_new_functions_refuse_integer_input_as_pytorch(backend_name):
+    i, f = t(np.array([[-3, 0, 2]])), t(np.array([[0.5, -1.0, 2.0]]))
+    for name, call in [("gelu", lambda: F.gelu(i)), ("silu", lambda: F.silu(i)),
+                       ("normalize", lambda: F.normalize(i)),
+                       ("cosine_similarity: x2", lambda: F.cosine_similarity(f, i)),
+                       ("kl_div: target", lambda: F.kl_div(f, i, "sum")),
+                       ("smooth_l1_loss", lambda: F.smooth_l1_loss(i, f)),
+                       ("huber_loss", lambda: F.huber_loss(i, f)),
+                       ("group_norm", lambda: F.group_norm(i, 1))]:
+        with pytest.raises(TypeError, match=f"{name}.* must be a floating-point tensor, got "
+                                            f"int64"):
+            call()
+    # hardtanh keeps an integer dtype, with the bounds truncated to integers (PyTorch's)
+    out = F.hardtanh(t(np.array([-3, 0, 2])), -1.5, 0.7)
+    assert out.dtype == mg.int64 and out.numpy().tolist() == [-1, 0, 0]
+    # an integer target is promoted, as in any binary op
+    np.testing.assert_allclose(F.smooth_l1_loss(f, t(np.array([[1, 0, 2]]))).numpy(),
+                               (0.125 + 0.5 + 0) / 3, rtol=1e-12)
+
+
+def test_new_functions_keep_float32(backend_name):
+    x, y = mg.randn(4, 6), mg.randn(4, 6)
+    for out in (F.gelu(x), F.gelu(x, "tanh"), F.silu(x), F.hardtanh(x), F.normalize(x),
+                F.cosine_similarity(x, y), F.kl_div(x, y.softmax(1), "batchmean"),
+                F.smooth_l1_loss(x, y), F.huber_loss(x, y), F.group_norm(x, 3),
+                F.normalize(x, p=np.inf), F.normalize(mg.zeros(2, 3))):
+        assert out.dtype == mg.float32
+
+
+def test_new_functions_against_torch_if_available():
+    """Forward and gradient of each new function against PyTorch's, in float64, with
+    the edge cases: zero vectors, zero targets, beta = 0, both reductions of kl_div."""
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x, y = randn(4, 6) * 2, randn(4, 6)
+    p = np.abs(randn(4, 6))
+    p[0, :3] = 0.0
+    p /= p.sum(1, keepdims=True)
+    xz = x.copy()
+    xz[1] = 0.0
+    cases = [("gelu", lambda m, a: m.gelu(a), [x]),
+             ("gelu tanh", lambda m, a: m.gelu(a, approximate="tanh"), [x]),
+             ("silu", lambda m, a: m.silu(a), [x]),
+             ("hardtanh", lambda m, a: m.hardtanh(a, -0.5, 1.5), [x]),
+             ("normalize", lambda m, a: m.normalize(a), [xz]),
+             ("normalize p=1 dim=0", lambda m, a: m.normalize(a, 1.0, 0), [xz]),
+             ("normalize p=inf", lambda m, a: m.normalize(a, p=float("inf")), [x]),
+             ("normalize p=3 dim=-1", lambda m, a: m.normalize(a, p=3.0, dim=-1), [x]),
+             ("cosine_similarity", lambda m, a, b: m.cosine_similarity(a, b), [xz, y]),
+             ("cosine broadcast", lambda m, a, b: m.cosine_similarity(a, b, dim=0),
+              [x, y[:1]]),
+             ("kl_div batchmean", lambda m, a: m.kl_div(a, tp(m, p), reduction="batchmean"),
+              [np_log_softmax(x)]),
+             ("kl_div none log", lambda m, a, b: m.kl_div(a, b, reduction="none",
+                                                          log_target=True),
+              [np_log_softmax(x), np_log_softmax(y)]),
+             ("kl_div sum", lambda m, a, b: m.kl_div(a, b, reduction="sum"),
+              [np_log_softmax(x), p + 0.1])]
+    for red in ("mean", "sum", "none"):
+        for beta in (1.0, 0.5, 0.0):
+            cases.append((f"smooth_l1 {red} {beta}",
+                          lambda m, a, b, r=red, k=beta: m.smooth_l1_loss(a, b, reduction=r,
+                                                                          beta=k), [x, y]))
+        cases.append((f"huber {red}", lambda m, a, b, r=red: m.huber_loss(a, b, reduction=r,
+                                                                          delta=0.7), [x, y]))
+        cases.append((f"huber weight {red}",
+                      lambda m, a, b, w, r=red: m.huber_loss(a, b, reduction=r, weight=w),
+                      [x, y, p]))
+    g_x = randn(3, 6, 2, 2) * 3 + 1
+    cases.append(("group_norm", lambda m, a, w, b: m.group_norm(a, 3, w, b, eps=1e-3),
+                  [g_x, randn(6), randn(6)]))
+    cases.append(("group_norm no affine", lambda m, a: m.group_norm(a, 2), [g_x[:, :, 0]]))
+    for name, call, arrays in cases:
+        ours = [t(a, True) for a in arrays]
+        theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+        out, ref = call(F, *ours), call(tf, *theirs)
+        assert out.shape == tuple(ref.shape), name
+        np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+        gy = randn(*out.shape)
+        out.backward(t(gy))
+        ref.backward(torch.tensor(gy))
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-10,
+                                       err_msg=f"{name}: gradient of input {k}")
+
+
+def tp(module, array):
+    """A constant target for either library: minigrad's (F) or PyTorch's."""
+    if module is F:
+        return t(array)
+    import torch
+    return torch.tensor(array)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np  # host-side: reference values
 import pytest
+import scipy.special
 
 import minigrad as mg
 from minigrad import nn
@@ -463,6 +464,10 @@ ACTIVATIONS = [
     (nn.Softmax(dim=1), lambda x: np.exp(x) / np.exp(x).sum(1, keepdims=True)),
     (nn.LogSoftmax(dim=1), lambda x: x - np.log(np.exp(x).sum(1, keepdims=True))),
     (nn.Identity(54, unused=1), lambda x: x),
+    (nn.GELU(), lambda x: x * scipy.special.ndtr(x)),
+    (nn.GELU(approximate="tanh"),
+     lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+    (nn.SiLU(), lambda x: x / (1 + np.exp(-x))),
 ]
 
 
@@ -729,3 +734,107 @@ def test_batchnorm_matches_torch_if_available():
                                    rtol=1e-10)
         # the state_dict keys are PyTorch's
         assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+# ----------------------------------------------------------------------------- GELU ... GroupNorm
+def test_hardtanh_module(backend_name):
+    x = np.array([[-3.0, -0.5, 0.25], [0.69, 1.5, 2.0]])
+    m = nn.Hardtanh(-0.5, 0.7)
+    np.testing.assert_array_equal(m(t(x)).numpy(), np.clip(x, -0.5, 0.7))
+    inside = t(np.array([[-0.4, 0.1], [0.3, 0.6]]), True)
+    assert mg.gradcheck(m, (inside,)) and mg.gradgradcheck(m, (inside,))
+    np.testing.assert_array_equal(nn.Hardtanh()(t(x)).numpy(), np.clip(x, -1, 1))
+    assert repr(m) == "Hardtanh(min_val=-0.5, max_val=0.7)"
+    with pytest.raises(ValueError, match=r"max_val \(1.0\) must be greater than min_val \(1.0\)"):
+        nn.Hardtanh(1.0, 1.0)
+
+
+def test_group_norm_module(backend_name):
+    gn = nn.GroupNorm(2, 6)
+    assert list(gn.state_dict()) == ["weight", "bias"]
+    np.testing.assert_array_equal(gn.weight.numpy(), 1.0)
+    np.testing.assert_array_equal(gn.bias.numpy(), 0.0)
+    assert gn.weight.dtype == mg.float32 and gn.weight.backend == backend_name
+    gn.double()
+    with mg.no_grad():
+        gn.weight.data = t(randn(6)).data
+        gn.bias.data = t(randn(6)).data
+    x = randn(3, 6, 2, 3) * 2 + 1
+    g = x.reshape(3, 2, -1)
+    xhat = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-5))
+    ref = xhat.reshape(x.shape) * gn.weight.numpy()[:, None, None] + \
+        gn.bias.numpy()[:, None, None]
+    np.testing.assert_allclose(gn(t(x)).numpy(), ref, rtol=1e-10, atol=1e-12)
+    gn.eval()     # no running statistics: eval mode gives the same
+    np.testing.assert_allclose(gn(t(x)).numpy(), ref, rtol=1e-10, atol=1e-12)
+    check_module_grads(gn, t(randn(2, 6, 2, 1), True), gradgrad=True)
+    assert list(nn.GroupNorm(3, 6, affine=False).state_dict()) == []
+    assert list(nn.GroupNorm(3, 6, bias=False).state_dict()) == ["weight"]
+    assert repr(nn.GroupNorm(3, 6)) == "GroupNorm(3, 6, eps=1e-05, affine=True, bias=True)"
+    with pytest.raises(ValueError, match=r"num_channels \(6\) must be divisible by num_groups "
+                                         r"\(4\)"):
+        nn.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match="num_groups must be a positive int"):
+        nn.GroupNorm(0, 6)
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 6, ...\), got \(2, 4\)"):
+        gn(t(randn(2, 4)))
+
+
+def test_new_loss_and_similarity_modules_match_functional(backend_name):
+    F = mg.functional
+    x, y = mg.randn(6, 4), mg.randn(6, 4)
+    logq, p = x.log_softmax(1), y.softmax(1)
+    for module, expected in [
+            (nn.SmoothL1Loss(), F.smooth_l1_loss(x, y)),
+            (nn.SmoothL1Loss(reduction="sum", beta=0.5), F.smooth_l1_loss(x, y, "sum", 0.5)),
+            (nn.HuberLoss(delta=2.0), F.huber_loss(x, y, delta=2.0)),
+            (nn.HuberLoss(reduction="none"), F.huber_loss(x, y, "none")),
+            (nn.CosineSimilarity(), F.cosine_similarity(x, y)),
+            (nn.CosineSimilarity(dim=0, eps=1e-3), F.cosine_similarity(x, y, 0, 1e-3))]:
+        np.testing.assert_array_equal(module(x, y).numpy(), expected.numpy())
+    np.testing.assert_array_equal(nn.KLDivLoss(reduction="batchmean")(logq, p).numpy(),
+                                  F.kl_div(logq, p, "batchmean").numpy())
+    np.testing.assert_array_equal(
+        nn.KLDivLoss(reduction="sum", log_target=True)(logq, p.log()).numpy(),
+        F.kl_div(logq, p.log(), "sum", log_target=True).numpy())
+    with pytest.warns(UserWarning, match="batchmean"):
+        nn.KLDivLoss()(logq, p)
+    assert repr(nn.KLDivLoss(reduction="batchmean")) == "KLDivLoss(reduction='batchmean')"
+    with pytest.raises(ValueError, match="KLDivLoss: reduction must be one of"):
+        nn.KLDivLoss(reduction="avg")
+    with pytest.raises(ValueError, match="HuberLoss: reduction must be one of"):
+        nn.HuberLoss(reduction="batchmean")     # only kl_div has batchmean
+
+
+def test_new_modules_match_torch_if_available():
+    torch = pytest.importorskip("torch")
+    x, y = randn(4, 6, 3), randn(4, 6, 3)
+    for ours, theirs, inputs in [
+            (nn.GELU(), torch.nn.GELU(), [x]),
+            (nn.GELU("tanh"), torch.nn.GELU("tanh"), [x]),
+            (nn.SiLU(), torch.nn.SiLU(), [x]),
+            (nn.Hardtanh(-0.3, 0.4), torch.nn.Hardtanh(-0.3, 0.4), [x]),
+            (nn.GroupNorm(3, 6, eps=1e-3), torch.nn.GroupNorm(3, 6, eps=1e-3), [x]),
+            (nn.SmoothL1Loss(beta=0.3), torch.nn.SmoothL1Loss(beta=0.3), [x, y]),
+            (nn.HuberLoss(delta=0.3), torch.nn.HuberLoss(delta=0.3), [x, y]),
+            (nn.KLDivLoss(reduction="batchmean", log_target=True),
+             torch.nn.KLDivLoss(reduction="batchmean", log_target=True), [x, y]),
+            (nn.CosineSimilarity(dim=2), torch.nn.CosineSimilarity(dim=2), [x, y])]:
+        ours.double()
+        theirs.double()
+        if not hasattr(ours, "reduction"):   # loss modules show a non-default reduction
+            assert repr(ours) == repr(theirs)
+        assert list(ours.state_dict()) == list(theirs.state_dict())
+        for v in theirs.state_dict().values():     # random affine parameters, copied over
+            v.copy_(torch.tensor(randn(*v.shape)))
+        ours.load_state_dict({k: t(v.numpy()) for k, v in theirs.state_dict().items()})
+        mine = [t(a, True) for a in inputs]
+        ref_in = [torch.tensor(a, requires_grad=True) for a in inputs]
+        out, ref = ours(*mine), theirs(*ref_in)
+        np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=repr(ours))
+        out.sum().backward()
+        ref.sum().backward()
+        for a, b in zip(mine, ref_in):
+            np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-10,
+                                       err_msg=repr(ours))

@@ -64,6 +64,34 @@ def adam_ref(p, grads, lr, b1, b2, eps, weight_decay=0.0, decoupled=False, amsgr
     return out
 
 
+def rmsprop_ref(p, grads, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                centered=False, maximize=False):
+    p, v, m, buf, out = p.copy(), 0 * p, 0 * p, 0 * p, []
+    for g in grads:
+        g = -g if maximize else g
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        m = alpha * m + (1 - alpha) * g
+        d = g / (np.sqrt(v - m * m if centered else v) + eps)
+        buf = momentum * buf + d
+        p = p - lr * (buf if momentum else d)
+        out.append(p)
+    return out
+
+
+def adadelta_ref(p, grads, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    p, v, u, out = p.copy(), 0 * p, 0 * p, []
+    for g in grads:
+        g = -g if maximize else g
+        g = g + weight_decay * p
+        v = rho * v + (1 - rho) * g * g
+        d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * d * d
+        p = p - lr * d
+        out.append(p)
+    return out
+
+
 SGD_CASES = [dict(lr=0.1), dict(lr=0.05, weight_decay=0.1), dict(lr=0.1, momentum=0.9),
              dict(lr=0.1, momentum=0.8, dampening=0.3, weight_decay=0.01),
              dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)]
@@ -94,6 +122,72 @@ def test_adam_matches_update_rule(backend_name, kw):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"step {k + 1}")
 
 
+RMSPROP_CASES = [dict(), dict(lr=0.05, alpha=0.9, eps=1e-4), dict(weight_decay=0.1, momentum=0.9),
+                 dict(centered=True), dict(centered=True, momentum=0.5, maximize=True)]
+
+
+ADADELTA_CASES = [dict(), dict(lr=0.5, rho=0.95, eps=1e-4), dict(weight_decay=0.1, maximize=True)]
+RULE_CASES = [(optim.RMSprop, rmsprop_ref, kw) for kw in RMSPROP_CASES] + \
+    [(optim.Adadelta, adadelta_ref, kw) for kw in ADADELTA_CASES]
+
+
+@pytest.mark.parametrize("cls,ref,kw", RULE_CASES,
+                         ids=[f"{c.__name__}-{k}" for c, _, k in RULE_CASES])
+def test_rmsprop_and_adadelta_match_update_rules(backend_name, cls, ref, kw):
+    p0, grads = RNG.standard_normal((3, 2)), grads_sequence((3, 2))
+    got = run(lambda ps: cls(ps, **kw), p0, grads)
+    for k, (a, b) in enumerate(zip(got, ref(p0, grads, **kw))):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"step {k + 1}")
+
+
+def test_rmsprop_and_adadelta_defaults_state_and_errors(backend_name):
+    p = t(np.zeros(3), True)
+    assert {k: v for k, v in optim.RMSprop([p]).defaults.items()} == dict(
+        lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+        maximize=False)
+    assert optim.Adadelta([p]).defaults == dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+                                                maximize=False)
+    # PyTorch's state names, and only the buffers the options use
+    for opt, names in [(optim.RMSprop([p]), ["square_avg", "step"]),
+                       (optim.RMSprop([p], momentum=0.9, centered=True),
+                        ["grad_avg", "momentum_buffer", "square_avg", "step"]),
+                       (optim.Adadelta([p]), ["acc_delta", "square_avg", "step"])]:
+        p.grad = t(np.ones(3))
+        opt.step()
+        opt.step()
+        assert sorted(opt.state[p]) == names and opt.state[p]["step"] == 2
+        assert all(mg.get_backend(backend_name).is_array(v) for k, v in opt.state[p].items()
+                   if k != "step")
+    # Adadelta's first step: sqrt(eps) / sqrt((1 - rho) g^2 + eps) * g, whatever lr's units
+    q = t(np.zeros(1), True)
+    opt = optim.Adadelta([q])
+    q.grad = t(np.array([3.0]))
+    opt.step()
+    np.testing.assert_allclose(q.numpy(), -np.sqrt(1e-6) / np.sqrt(0.1 * 9 + 1e-6) * 3,
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="invalid alpha: -0.5"):
+        optim.RMSprop([p], alpha=-0.5)
+    with pytest.raises(ValueError, match="invalid momentum: -1"):
+        optim.RMSprop([p], momentum=-1)
+    with pytest.raises(ValueError, match=r"invalid rho: 1.5 \(must be in \[0, 1\]\)"):
+        optim.Adadelta([p], rho=1.5)
+    with pytest.raises(ValueError, match="invalid eps"):
+        optim.Adadelta([p], eps=-1e-6)
+
+
+def test_rmsprop_param_groups_have_their_own_alpha(backend_name):
+    a, b = t(np.zeros(2), True), t(np.zeros(2), True)
+    opt = optim.RMSprop([{"params": [a], "alpha": 0.5}, {"params": [b]}], lr=0.1)
+    assert [g["alpha"] for g in opt.param_groups] == [0.5, 0.99]
+    grads = [np.array([1.0, -2.0])] * 2
+    for g in grads:
+        a.grad, b.grad = t(g), t(g)
+        opt.step()
+    np.testing.assert_allclose(a.numpy(), rmsprop_ref(np.zeros(2), grads, 0.1, 0.5)[-1],
+                               rtol=1e-12)
+    np.testing.assert_allclose(b.numpy(), rmsprop_ref(np.zeros(2), grads, 0.1)[-1], rtol=1e-12)
+
+
 @pytest.mark.parametrize("wd", [0.0, 0.01, 0.5])
 def test_adamw_decouples_weight_decay(backend_name, wd):
     p0, grads = RNG.standard_normal(4) * 3, grads_sequence(4)
@@ -121,7 +215,8 @@ def test_first_adam_step_is_lr_times_sign(backend_name):
     lambda ps: optim.SGD(ps, lr=0.3, momentum=0.9, nesterov=True),
     lambda ps: optim.Adam(ps, lr=0.1),
     lambda ps: optim.AdamW(ps, lr=0.1, weight_decay=1e-4),
-], ids=["sgd", "nesterov", "adam", "adamw"])
+    lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.9),
+], ids=["sgd", "nesterov", "adam", "adamw", "rmsprop"])
 def test_minimises_a_convex_quadratic(backend_name, make):
     """f(x) = 1/2 (x - c)^T A (x - c) with A positive definite (condition number 10)."""
     q, _ = np.linalg.qr(RNG.standard_normal((5, 5)))
@@ -208,7 +303,9 @@ def test_updates_stay_on_the_backend_in_place(backend_name):
     lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01),
     lambda ps: optim.Adam(ps, lr=0.01, amsgrad=True),
     lambda ps: optim.AdamW(ps, lr=0.01),
-], ids=["sgd", "adam", "adamw"])
+    lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.9, centered=True),
+    lambda ps: optim.Adadelta(ps, weight_decay=0.01),
+], ids=["sgd", "adam", "adamw", "rmsprop", "adadelta"])
 def test_state_dict_round_trip_across_backends(backend_name, make):
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
@@ -314,6 +411,12 @@ def test_trajectories_match_torch_if_available():
              (lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1, amsgrad=True),
               lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.1, amsgrad=True)),
              (lambda ps: optim.AdamW(ps, lr=0.01), lambda ps: torch.optim.AdamW(ps, lr=0.01))]
+    for kw in RMSPROP_CASES + [dict(lr=0.02, momentum=0.9, centered=True, weight_decay=0.05)]:
+        cases.append((lambda ps, kw=kw: optim.RMSprop(ps, **kw),
+                      lambda ps, kw=kw: torch.optim.RMSprop(ps, **kw)))
+    for kw in ADADELTA_CASES:
+        cases.append((lambda ps, kw=kw: optim.Adadelta(ps, **kw),
+                      lambda ps, kw=kw: torch.optim.Adadelta(ps, **kw)))
     for ours, theirs in cases:
         got = run(ours, p0, grads)
         tp = torch.tensor(p0, requires_grad=True)

@@ -15,7 +15,9 @@ __all__ = ["Identity", "Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "Ba
            "LayerNorm", "Dropout", "Embedding", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus",
            "Softmax", "LogSoftmax", "Flatten", "Unflatten", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Upsample", "MSELoss", "L1Loss", "BCELoss",
-           "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"]
+           "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss",
+           "GELU", "SiLU", "Hardtanh", "GroupNorm", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+           "CosineSimilarity"]
 
 
 def _empty(shape, dtype=None, backend=None):
@@ -271,6 +273,48 @@ class LayerNorm(Module):
                 f"elementwise_affine={self.elementwise_affine}")
 
 
+class GroupNorm(Module):
+    """Normalise each example over groups of num_channels / num_groups channels and
+    all positions, then scale and shift per channel (weight 1, bias 0 at init).
+    No batch statistics: the same in train and eval mode, for any batch size."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None,
+                 backend=None, *, bias=True):
+        super().__init__()
+        self.num_groups = _positive(num_groups, "num_groups")
+        self.num_channels = _positive(num_channels, "num_channels")
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
+                             f"num_groups ({num_groups})")
+        self.eps, self.affine = eps, affine
+        if affine:
+            self.weight = _empty((num_channels,), dtype, backend)
+            if bias:
+                self.bias = _empty((num_channels,), dtype, backend)
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected "
+                             f"input of shape (N, {self.num_channels}, ...), got {x.shape}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
 class Dropout(Module):
     """Zero each element with probability p in training and scale the rest by 1/(1-p);
     identity in eval mode."""
@@ -393,6 +437,52 @@ class LogSoftmax(Softmax):
         return ops.log_softmax(x, self.dim)
 
 
+class GELU(Module):
+    """x Phi(x), exact (erf) or with ``approximate="tanh"``; see ``F.gelu``."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """x sigmoid(x) (swish)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.silu(x)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class Hardtanh(Module):
+    """x clamped to [min_val, max_val] (min_val < max_val, as PyTorch's module asks)."""
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        if not max_val > min_val:
+            raise ValueError(f"Hardtanh: max_val ({max_val}) must be greater than min_val "
+                             f"({min_val})")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, x):
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}" + \
+            (", inplace=True" if self.inplace else "")
+
+
 # ---------------------------------------------------------------------- shapes and pooling
 class Flatten(Module):
     """Flatten axes start_dim..end_dim (default: all but the batch axis)."""
@@ -497,9 +587,11 @@ class Upsample(Module):
 
 # ---------------------------------------------------------------------- loss modules
 class _Loss(Module):
+    _reductions = F._REDUCTIONS
+
     def __init__(self, reduction="mean"):
         super().__init__()
-        F._check_reduction(reduction, type(self).__name__)
+        F._check_reduction(reduction, type(self).__name__, self._reductions)
         self.reduction = reduction
 
     def extra_repr(self):
@@ -553,3 +645,46 @@ class NLLLoss(_Loss):
 
     def forward(self, input, target):
         return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, self.reduction, self.delta)
+
+
+class KLDivLoss(_Loss):
+    """KL divergence of log-probabilities ``input`` from ``target``; use
+    reduction="batchmean" for the KL divergence per example (see ``F.kl_div``)."""
+    _reductions = F._KL_REDUCTIONS
+
+    def __init__(self, reduction="mean", log_target=False):
+        super().__init__(reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, self.reduction, self.log_target)
+
+
+# ---------------------------------------------------------------------- similarity
+class CosineSimilarity(Module):
+    """x1 . x2 / (max(||x1||, eps) max(||x2||, eps)) along ``dim``."""
+
+    def __init__(self, dim=1, eps=1e-8):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)

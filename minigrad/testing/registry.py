@@ -13,6 +13,8 @@ A case is ``(args, params)``: ``args`` is a list of ``strategies.Arg`` (the same
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np  # host-side: NumPy is the reference the ops are checked against
 import scipy.special
 from hypothesis import strategies as st
@@ -951,6 +953,153 @@ op("cross_entropy", _class_loss(F.cross_entropy), _np_cross_entropy, _class_case
    notes="class weights, reductions, a spatial axis")
 op("nll_loss", _class_loss(F.nll_loss),
    lambda x, **kw: _np_cross_entropy(x, log_probs=True, **kw), _class_cases)
+
+
+# ----------------------------------------------------------------------------- gelu ... group_norm
+# (activations, vector norms, more losses, group norm): formulas in Tensor ops, no Function
+def _np_gelu(x, approximate):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return x * scipy.special.ndtr(x)       # x Phi(x), Phi the standard normal CDF
+
+
+op("gelu", lambda x, approximate: F.gelu(x, approximate), _np_gelu,
+   unary("real", st.fixed_dictionaries({"approximate": st.sampled_from(["none", "tanh"])})),
+   notes="exact (erf) and tanh approximation")
+op("silu", F.silu, lambda x: x * scipy.special.expit(x), unary())
+op("hardtanh", lambda x, min_val, max_val: F.hardtanh(x, min_val, max_val),
+   lambda x, min_val, max_val: np.clip(x, min_val, max_val),
+   unary("hardtanh", st.sampled_from([{"min_val": -1.0, "max_val": 1.0},
+                                      {"min_val": S.CLIP_LO, "max_val": S.CLIP_HI}])),
+   domain="x >= 0.05 away from the bounds")
+
+
+@st.composite
+def _normalize_cases(draw):
+    shape = draw(S.shapes(min_dims=1))
+    return [draw(S.args(shape, "nonzero"))], {"p": draw(st.sampled_from([2.0, 1.0, 3.0])),
+                                              "dim": draw(st.integers(-len(shape),
+                                                                      len(shape) - 1))}
+
+
+def _np_normalize(x, p, dim):
+    norm = np.sum(np.abs(x) ** p, axis=dim, keepdims=True) ** (1 / p)
+    return x / np.maximum(norm, 1e-12)
+
+
+op("normalize", lambda x, p, dim: F.normalize(x, p, dim), _np_normalize, _normalize_cases,
+   domain="|x| >= 0.1 (abs's kink at 0 for p = 1)",
+   notes="p in {1, 2, 3}; p = inf, 0 and the zero vector in tests/test_functional.py")
+
+
+@st.composite
+def _cosine_cases(draw):
+    if draw(st.integers(0, 4)) == 0:
+        a = draw(S.args(draw(S.shapes(min_dims=1)), "nonzero"))
+        args, ndim = [a, a], a.value.ndim
+    else:
+        sa, sb = draw(S.broadcastable_shapes(min_dims=1))
+        args, ndim = [draw(S.args(sa, "nonzero")), draw(S.args(sb, "nonzero"))], \
+            max(len(sa), len(sb))
+    return args, {"dim": draw(st.integers(-ndim, ndim - 1))}
+
+
+def _np_cosine_similarity(a, b, dim):
+    a, b = np.broadcast_arrays(a, b)
+    na = np.maximum(np.linalg.norm(a, axis=dim), 1e-8)
+    nb = np.maximum(np.linalg.norm(b, axis=dim), 1e-8)
+    return np.sum(a * b, axis=dim) / (na * nb)
+
+
+op("cosine_similarity", lambda a, b, dim: F.cosine_similarity(a, b, dim),
+   _np_cosine_similarity, _cosine_cases, domain="|x| >= 0.1",
+   notes="broadcast operands, cosine_similarity(a, a)")
+
+
+@st.composite
+def _kl_div_cases(draw):
+    shape = draw(S.shapes())
+    log_target = draw(st.booleans())
+    target = draw(S.args(shape, "real" if log_target else "probability"))
+    return [draw(S.args(shape)), target], {
+        "reduction": draw(st.sampled_from(["mean", "sum", "none", "batchmean"])),
+        "log_target": log_target}
+
+
+def _kl_div(x, t, reduction, log_target):
+    with warnings.catch_warnings():   # reduction="mean" warns, as PyTorch's: tested elsewhere
+        warnings.filterwarnings("ignore", "kl_div: reduction='mean'", UserWarning)
+        return F.kl_div(x, t, reduction, log_target)
+
+
+def _np_kl_div(x, t, reduction, log_target):
+    loss = np.exp(t) * (t - x) if log_target else t * (np.log(t) - x)
+    if reduction == "batchmean":
+        return loss.sum() / x.shape[0] if x.ndim else loss.sum()
+    return _np_reduce(loss, reduction)
+
+
+op("kl_div", _kl_div, _np_kl_div, _kl_div_cases, domain="target in [0.05, 0.95] (or any log t)",
+   notes="batchmean (0-d: sum), log_target; target = 0 in tests/test_functional.py")
+
+
+@st.composite
+def _smooth_l1_cases(draw, threshold):
+    args, params = draw(_pair_cases("grid", "offgrid"))
+    if threshold == "beta":
+        params["beta"] = draw(st.sampled_from([1.0, 0.5, 2.0, 0.0]))
+    else:
+        params["delta"] = draw(st.sampled_from([1.0, 0.5, 2.0]))
+        if draw(st.booleans()):
+            args.append(draw(S.args(args[0].value.shape, "probability")))   # weight
+    return args, params
+
+
+def _np_smooth_l1(x, t, reduction, beta):
+    d = np.abs(x - t)
+    loss = d if beta == 0 else np.where(d < beta, 0.5 * d ** 2 / beta, d - 0.5 * beta)
+    return _np_reduce(loss, reduction)
+
+
+def _np_huber(x, t, *weight, reduction, delta):
+    d = np.abs(x - t)
+    loss = np.where(d < delta, 0.5 * d ** 2, delta * (d - 0.5 * delta))
+    return _np_reduce(loss * weight[0] if weight else loss, reduction)
+
+
+_KINKS = "|input - target| >= 0.125 away from 0 and beta / delta (grid and offgrid values)"
+op("smooth_l1_loss", lambda x, t, reduction, beta: F.smooth_l1_loss(x, t, reduction, beta),
+   _np_smooth_l1, lambda: _smooth_l1_cases("beta"), domain=_KINKS, notes="beta = 0 is l1")
+op("huber_loss", lambda x, t, *weight, reduction, delta: F.huber_loss(x, t, reduction, delta,
+                                                                      *weight),
+   _np_huber, lambda: _smooth_l1_cases("delta"), domain=_KINKS, notes="with and without weight")
+
+
+@st.composite
+def _group_norm_cases(draw):
+    groups = draw(st.integers(1, 3))
+    c = groups * draw(st.integers(1, 2))
+    spatial = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    if c // groups * int(np.prod(spatial)) < 2:
+        spatial = spatial + (2,)          # at least 2 values per group
+    shape = (draw(st.integers(1, 3)), c) + spatial
+    n_affine = draw(st.integers(0, 2))    # none, weight, weight and bias
+    return [draw(S.args(shape))] + [draw(S.contiguous((c,))) for _ in range(n_affine)], \
+        {"num_groups": groups}
+
+
+def _np_group_norm(x, *weight_bias, num_groups, eps=1e-5):
+    n, c = x.shape[:2]
+    g = x.reshape(n, num_groups, -1)
+    y = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    for k, p in enumerate(weight_bias):
+        y = y * p.reshape(shape) if k == 0 else y + p.reshape(shape)
+    return y
+
+
+op("group_norm", lambda x, *wb, num_groups: F.group_norm(x, num_groups, *wb), _np_group_norm,
+   _group_norm_cases, notes="(N, C) to (N, C, H, W), 1 to 3 groups, with and without affine")
 
 
 # ----------------------------------------------------------------------------- the table

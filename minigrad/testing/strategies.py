@@ -108,6 +108,8 @@ DOMAINS = {
     "positive": _interval(0.3, 3.0),                                 # log, sqrt, pow base
     "denominator": floats_avoiding(-3.0, 3.0, avoid=(0.0,), gap=0.5),
     "clip": floats_avoiding(-2.0, 2.0, avoid=(-0.5, 0.7), gap=0.05),  # clip(x, -0.5, 0.7)
+    "hardtanh": floats_avoiding(-3.0, 3.0, avoid=(-1.0, -0.5, 0.7, 1.0), gap=0.05),  # its
+    # default bounds (-1, 1) and clip's (-0.5, 0.7)
     "grid": st.integers(-12, 12).map(lambda k: 0.25 * k),            # maximum's first operand
     "offgrid": st.integers(-12, 12).map(lambda k: 0.25 * k + 0.125),  # ... and its second
     "midgrid": st.integers(-12, 12).map(lambda k: 0.25 * k + 0.0625),  # a third, off both
