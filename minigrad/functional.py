@@ -587,28 +587,11 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
 
 
 # ----------------------------------------------------------------------------- norms of vectors
-def _vector_norm(x, p, dim):
-    """||x||_p of each vector along ``dim`` (kept as a size-1 axis): (sum |x|^p)^(1/p),
-    max |x| for p = inf, min |x| for p = -inf, the count of non-zeros for p = 0.
-    The zero vector's norm gets gradient 0 (PyTorch's choice; the formula's is
-    inf there): the root is taken of 1 instead and the result replaced by 0."""
-    if p == math.inf:
-        return _ops.abs(x).max(dim, keepdims=True)
-    if p == -math.inf:
-        return _ops.abs(x).min(dim, keepdims=True)
-    if p == 0:
-        return (x != 0).astype(x.dtype.name).sum(dim, keepdims=True)
-    s = (x * x if p == 2 else _ops.abs(x) ** p).sum(dim, keepdims=True)
-    nonzero = s > 0
-    safe = _ops.where(nonzero, s, 1.0)
-    return _ops.where(nonzero, _ops.sqrt(safe) if p == 2 else safe ** (1.0 / p), 0.0)
-
-
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """v / max(||v||_p, eps) for each vector v along ``dim``: unit vectors, and
     the zero vector stays 0."""
     _check_floating(input, "normalize")
-    return input / _ops.clip(_vector_norm(input, p, dim), eps, None)
+    return input / _ops.clip(_ops.norm(input, p, dim, keepdim=True), eps, None)
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
@@ -620,8 +603,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     shape = _ops._broadcast_shapes(x1.shape, x2.shape)
     x1 = x1 if x1.shape == shape else x1.broadcast_to(shape)
     x2 = x2 if x2.shape == shape else x2.broadcast_to(shape)
-    u1 = x1 / _ops.clip(_vector_norm(x1, 2, dim), eps, None)
-    u2 = x2 / _ops.clip(_vector_norm(x2, 2, dim), eps, None)
+    u1 = x1 / _ops.clip(_ops.norm(x1, 2, dim, keepdim=True), eps, None)
+    u2 = x2 / _ops.clip(_ops.norm(x2, 2, dim, keepdim=True), eps, None)
     return (u1 * u2).sum(dim)
 
 

@@ -1760,7 +1760,8 @@ def prod(x, dim=None, keepdim=False, *, dtype=None, axis=None, keepdims=None):
 def norm(x, p="fro", dim=None, keepdim=False):
     """The vector p-norm over ``dim`` (all elements by default): p = 2 or "fro" the
     Euclidean norm (gradient 0 at the zero vector, as in PyTorch), 1, inf, -inf, 0
-    (the count of non-zeros) or any other number (sum |x|^p)^(1/p)."""
+    (the count of non-zeros) or any other number (sum |x|^p)^(1/p), whose zero vector
+    also gets gradient 0."""
     x = _floating(x)
     axes = _normalize_axis(dim, x.ndim, "norm")
     if p in ("fro", 2, 2.0):
@@ -1775,7 +1776,9 @@ def norm(x, p="fro", dim=None, keepdim=False):
         return sum(abs(x), axes, keepdim)
     if isinstance(p, str) or not isinstance(p, (int, float)):
         raise ValueError(f"norm: p must be a number or 'fro', got {p!r}")
-    return sum(abs(x) ** p, axes, keepdim) ** (1.0 / p)
+    s = sum(abs(x) ** p, axes, keepdim)
+    nonzero = s > 0.0        # the zero vector: norm 0, gradient 0 (not 0 * inf)
+    return where(nonzero, where(nonzero, s, 1.0) ** (1.0 / p), 0.0)
 
 
 # ----------------------------------------------------------------------------- not differentiable
