@@ -851,7 +851,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None
         keepdims=None):
     """Variance over ``dim`` with ``correction`` subtracted from the count: 1 by
     default (PyTorch's sample variance; ``unbiased=False`` or ``correction=0`` for
-    the population variance). No degrees of freedom left gives nan or inf."""
+    the population variance). No degrees of freedom left (n <= correction) gives nan."""
     if isinstance(dim, bool):        # var(x, True): PyTorch's (input, unbiased) overload
         dim, unbiased = None, dim
     dim, keepdim = _dim("var", dim, axis), _keepdim("var", keepdim, keepdims)
@@ -860,7 +860,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None
     axes = _normalize_axis(dim, x.ndim, "var")
     dof = _count(x, axes) - c
     d = x - mean(x, axes, keepdim=True)
-    return sum(d * d, axes, keepdim) * (1.0 / dof if dof > 0 else float("inf"))
+    return sum(d * d, axes, keepdim) * (1.0 / dof if dof > 0 else float("nan"))
 
 
 class SafeSqrt(Function):
