@@ -12,6 +12,12 @@ intact, never a truncated one.
 
 Tensors are saved through the backend's explicit host transfer and loaded onto
 any backend: a checkpoint written on CuPy (or strict) loads on NumPy.
+
+Loading trusts nothing in the file: the manifest is checked against its schema
+(types and nesting depth), only the arrays it references are read, each one's
+dtype and shape are checked from its ``.npy`` header, and its size against the
+bytes the file really holds, before anything is allocated. Every problem is a
+``ValueError`` that names the entry.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import numpy as np  # host-side: checkpoint files hold host arrays
 from .backend import get_backend
 from .tensor import Tensor
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "remove_stale_temporaries"]
 
 _MANIFEST = "__manifest__"
 FORMAT = "minigrad-checkpoint-1"
@@ -66,6 +72,50 @@ def _backends_with_arrays():
     return all_backends()
 
 
+_MAX_DEPTH = 64                  # nesting a state dict could need, with room to spare
+_MAX_MANIFEST = 64 << 20         # bytes
+_MAX_INFLATION = 16              # uncompressed bytes per byte of file
+_DTYPE_KINDS = "biuf"            # bool, signed/unsigned ints, floats: nothing else is state
+_ARRAY_TAGS = ("__tensor__", "__array__", "__ndarray__")
+
+
+def _check(obj, depth=0, where="root"):
+    """The manifest's schema, with the array keys it references; iterative in spirit
+    (depth-capped), so a hostile file cannot exhaust the stack."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nesting deeper than {_MAX_DEPTH} levels at {where}")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return []
+    if isinstance(obj, list):
+        return [k for i, v in enumerate(obj) for k in _check(v, depth + 1, f"{where}[{i}]")]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is a {type(obj).__name__}, not a value of the format")
+    tags = [t for t in obj if t.startswith("__") and t.endswith("__")]
+    if not tags:
+        return [k for name, v in obj.items() for k in _check(v, depth + 1, f"{where}.{name}")]
+    if len(obj) != 1:
+        raise ValueError(f"{where} mixes the tag {tags[0]} with other keys")
+    tag, value = tags[0], obj[tags[0]]
+    if tag in _ARRAY_TAGS:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: {tag} names no array ({value!r})")
+        return [(value, where)]
+    if tag == "__tuple__" and isinstance(value, list):
+        return _check(value, depth + 1, where)
+    if tag == "__items__" and isinstance(value, list) and all(
+            isinstance(kv, list) and len(kv) == 2 for kv in value):
+        out = []
+        for i, (k, v) in enumerate(value):
+            if not (k is None or isinstance(k, (bool, int, float, str))) and not (
+                    isinstance(k, dict) and "__tuple__" in k):
+                raise ValueError(f"{where}: key {i} is a {type(k).__name__}, which cannot be a "
+                                 "dict key")
+            out += _check(k, depth + 1, f"{where}<key {i}>") + _check(v, depth + 1,
+                                                                       f"{where}[{i}]")
+        return out
+    raise ValueError(f"{where}: unknown or malformed tag {tag}")
+
+
 def _decode(obj, arrays, be):
     if isinstance(obj, list):
         return [_decode(v, arrays, be) for v in obj]
@@ -80,8 +130,44 @@ def _decode(obj, arrays, be):
     if "__tuple__" in obj:
         return tuple(_decode(v, arrays, be) for v in obj["__tuple__"])
     if "__items__" in obj:
-        return {_decode(k, arrays, be): _decode(v, arrays, be) for k, v in obj["__items__"]}
+        return {_hashable(_decode(k, arrays, be)): _decode(v, arrays, be)
+                for k, v in obj["__items__"]}
     return {k: _decode(v, arrays, be) for k, v in obj.items()}
+
+
+def _hashable(k):
+    if isinstance(k, list):
+        return tuple(_hashable(v) for v in k)
+    return k
+
+
+def _read_member(z, info, where):
+    """One ``.npy`` member, its header checked before its data is read."""
+    with z.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+        except Exception as e:          # numpy's header parser raises many kinds
+            raise ValueError(f"the header of array {info.filename!r} ({where}) is damaged "
+                             f"({type(e).__name__}: {e})") from None
+        if dtype.kind not in _DTYPE_KINDS or dtype.hasobject:
+            raise ValueError(f"array {info.filename!r} ({where}) has dtype {dtype}; a "
+                             "checkpoint holds bool, integer or float arrays only")
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * dtype.itemsize
+        if nbytes != info.file_size - f.tell():
+            raise ValueError(f"array {info.filename!r} ({where}) claims shape {shape} of "
+                             f"{dtype} ({nbytes} bytes) but holds {info.file_size - f.tell()}")
+        data = f.read(nbytes)
+    a = np.frombuffer(data, dtype=dtype, count=count)
+    return a.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def save(obj, path):
@@ -102,10 +188,60 @@ def save(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(directory)   # the new name itself must survive a power loss
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _fsync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:                 # Windows cannot open a directory: nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory):
+    """Delete ``.tmp-PID-*.npz`` files that killed writers left in ``directory`` (their
+    PID is no longer alive); returns their names. A live writer's file is left alone."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        parts = name.split("-")
+        if not (name.startswith(".tmp-") and name.endswith(".npz") and len(parts) >= 3
+                and parts[1].isdigit()):
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # someone else's live process
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _write_npz(f, arrays):
@@ -114,26 +250,54 @@ def _write_npz(f, arrays):
 
 def load(path, backend=None):
     """Read a checkpoint written by ``save``; tensors land on ``backend`` (default:
-    the current backend), whatever backend they were saved from."""
+    the current backend), whatever backend they were saved from. A damaged or hostile
+    file is a ``ValueError`` naming what is wrong, raised before anything large is
+    allocated."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"mg.load: no checkpoint at {path}")
     be = get_backend(backend)
+    size = os.path.getsize(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    # a truncated or damaged zip raises BadZipFile / zlib.error, not OSError
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise ValueError(f"mg.load: {path} is not a readable minigrad checkpoint ({e})") from None
-    if _MANIFEST not in arrays:
-        raise ValueError(f"mg.load: {path} has no manifest; it was not written by mg.save")
-    try:
-        manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"mg.load: {path} has a corrupt manifest ({e})") from None
-    if not isinstance(manifest, dict):
-        manifest = {"format": None}
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"mg.load: {path} has format {manifest.get('format')!r}, "
-                         f"expected {FORMAT!r}")
+        with zipfile.ZipFile(path) as z:
+            members = {i.filename: i for i in z.infolist()}
+            # mg.save stores its members uncompressed: a file may inflate to a few times
+            # its size (someone's savez_compressed), never to a thousand (a zip bomb)
+            inflated = sum(i.file_size for i in members.values())
+            if inflated > _MAX_INFLATION * size + (1 << 20):
+                raise ValueError(f"has members that inflate to {inflated} bytes from a "
+                                 f"{size}-byte file")
+            info = members.get(_MANIFEST + ".npy")
+            if info is None:
+                raise ValueError("has no manifest; it was not written by mg.save")
+            if info.file_size > _MAX_MANIFEST:
+                raise ValueError(f"has a manifest of {info.file_size} bytes")
+            raw = _read_member(z, info, "the manifest")
+            try:
+                manifest = json.loads(raw.tobytes().decode())
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                raise ValueError(f"has a corrupt manifest ({type(e).__name__})") from None
+            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+                found = manifest.get("format") if isinstance(manifest, dict) else manifest
+                raise ValueError(f"has format {str(found)[:40]!r}, expected {FORMAT!r}")
+            if "root" not in manifest:
+                raise ValueError("has a manifest without a root")
+            refs = _check(manifest["root"])
+            arrays = {}
+            for key, where in refs:
+                info = members.get(key + ".npy")
+                if info is None:
+                    raise ValueError(f"{where} references array {key!r}, which is not in "
+                                     "the file")
+                if key not in arrays:
+                    arrays[key] = _read_member(z, info, where)
+    except ValueError as e:
+        raise ValueError(f"mg.load: {path} {e}" if str(e).startswith("has")
+                         else f"mg.load: {path}: {e}") from None
+    # a truncated or damaged zip raises BadZipFile / zlib.error / NotImplementedError
+    # (an unknown compression method), not OSError
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError, KeyError) as e:
+        raise ValueError(f"mg.load: {path} is not a readable minigrad checkpoint "
+                         f"({type(e).__name__}: {e})") from None
     return _decode(manifest["root"], arrays, be)
