@@ -123,21 +123,31 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+MAX_IDX_BYTES = 512 << 20     # decompressed: full MNIST's training images are 47 MB
+MAX_DOWNLOAD_BYTES = 64 << 20  # the largest official file is about 26 MB
+
+
 def read_idx(path):
     """Read an IDX file (LeCun's MNIST format), gzip-compressed or raw.
 
     Layout: two zero bytes, a dtype code, the number of dimensions d, then d
     big-endian uint32 sizes, then the data. Every part is checked; a truncated,
-    padded or corrupt file raises ``DataError`` naming the file and the problem.
+    padded or corrupt file raises ``DataError`` naming the file and the problem, and
+    a file that decompresses past ``MAX_IDX_BYTES`` (a gzip bomb) is refused before
+    it is all in memory.
     """
     path = pathlib.Path(path)
     try:
         with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            magic = f.read(2)
+            f.seek(0)
+            raw = gzip.GzipFile(fileobj=f).read(MAX_IDX_BYTES + 1) if magic == b"\x1f\x8b" \
+                else f.read(MAX_IDX_BYTES + 1)
     except (OSError, EOFError, zlib.error) as e:  # zlib.error: corrupt deflate data
         raise DataError(f"{path}: cannot read ({e})") from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise DataError(f"{path}: more than {MAX_IDX_BYTES} bytes once decompressed; not an "
+                        "MNIST-family file")
     if len(raw) < 4:
         raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
@@ -208,8 +218,32 @@ MNIST_10K_SHA256 = {
 }
 
 
-def _images(a):
-    return (a.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+def _images(a, where):
+    """IDX images -> float32 (N, 1, 28, 28) in [0, 1]: uint8 is scaled by 1/255, float
+    is taken as it is but must already lie in [0, 1]; anything else is refused."""
+    if a.ndim != 3 or a.shape[1:] != (28, 28):
+        raise DataError(f"{where}: images of shape {a.shape}; expected (N, 28, 28)")
+    if a.dtype == np.uint8:
+        return (a.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    if a.dtype.kind != "f":
+        raise DataError(f"{where}: images of dtype {a.dtype}; expected uint8 or float "
+                        "pixels")
+    if not np.all(np.isfinite(a)) or a.min(initial=0.0) < 0 or a.max(initial=0.0) > 1:
+        raise DataError(f"{where}: float pixels must be finite and in [0, 1]")
+    return a.astype(np.float32).reshape(-1, 1, 28, 28)
+
+
+def _labels(a, n_images, n_classes, where):
+    """IDX labels -> int64 (N,), checked: integers, one per image, each a class."""
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels of shape {a.shape} and dtype {a.dtype}; expected "
+                        "one integer per image")
+    if len(a) != n_images:
+        raise DataError(f"{where}: {n_images} images but {len(a)} labels")
+    if len(a) and (a.min() < 0 or a.max() >= n_classes):
+        raise DataError(f"{where}: labels in [{a.min()}, {a.max()}], expected classes "
+                        f"0..{n_classes - 1}")
+    return a.astype(np.int64)
 
 
 def _sha256(path):
@@ -247,27 +281,31 @@ def load_dataset(name="mnist-10k", data_dir=None, download=True, timeout=10.0):
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if data_dir is not None and not os.path.isdir(data_dir):
+    if data_dir is not None and not (os.path.isdir(data_dir) and
+                                     os.access(data_dir, os.R_OK | os.X_OK)):
         raise DataError(f"--data-dir {data_dir} is not a readable directory")
     spec = DATASETS[name]
     if name == "mnist-10k":
-        folder = PACKAGED / "mnist-10k"
-        if data_dir and (pathlib.Path(data_dir) / "images-idx3-ubyte.gz").is_file():
+        files = ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz")
+        if data_dir is not None:
             folder = pathlib.Path(data_dir)
+            _require(folder, files, name)
         else:  # the shipped copy: check it is the documented one
+            folder = PACKAGED / "mnist-10k"
             for fname, digest in MNIST_10K_SHA256.items():
                 if _sha256(folder / fname) != digest:
                     raise DataError(f"{folder / fname}: SHA-256 differs from the documented "
                                     "one; reinstall minigrad")
-        x = _images(read_idx(folder / "images-idx3-ubyte.gz"))
-        y = read_idx(folder / "labels-idx1-ubyte.gz").astype(np.int64)
-        if len(x) != len(y):
-            raise DataError(f"{folder}: {len(x)} images but {len(y)} labels")
-        return Splits(name, x[:8000], y[:8000], x[8000:], y[8000:], list(spec["classes"]))
+        x = _images(read_idx(folder / files[0]), folder / files[0])
+        y = _labels(read_idx(folder / files[1]), len(x), len(spec["classes"]), folder / files[1])
+        return _split(name, x[:8000], y[:8000], x[8000:], y[8000:], spec, folder)
+    if data_dir is not None:          # the user's folder, or an error: never a fallback
+        _require(pathlib.Path(data_dir), _FILES, name)
+        return _read_official(name, pathlib.Path(data_dir), spec)
     tried = []
     for d in _candidates(name, data_dir):
         tried.append(str(d))
-        if all((d / f).is_file() for f in _FILES):
+        if all(_readable(d / f) for f in _FILES):
             return _read_official(name, d, spec)
     if download and os.environ.get("MINIGRAD_NO_DOWNLOAD") != "1":
         target = cache_dir() / name
@@ -278,19 +316,45 @@ def load_dataset(name="mnist-10k", data_dir=None, download=True, timeout=10.0):
     else:
         tried.append("no download (" + ("download=False" if not download else
                                          "MINIGRAD_NO_DOWNLOAD=1") + ")")
-    hint = ("apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else
-            f"download them from {spec['mirrors'][0]}")
     raise DataError(f"{name} not found. Tried: {', '.join(tried)}. Put the four files "
                     f"({', '.join(_FILES)}) in a directory and pass --data-dir DIR "
-                    f"(or set MINIGRAD_DATA), or: {hint}")
+                    f"(or set MINIGRAD_DATA), or: {_hint(name, spec)}")
+
+
+def _hint(name, spec):
+    return ("apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else
+            f"download them from {spec['mirrors'][0]}" if "mirrors" in spec else
+            "use the copy that ships with minigrad (no --data-dir)")
+
+
+def _readable(path):
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:                          # a folder we may not look into
+        return False
+
+
+def _require(folder, files, name):
+    missing = [f for f in files if not _readable(folder / f)]
+    if missing:
+        raise DataError(f"--data-dir {folder} lacks {', '.join(missing)} (or cannot read "
+                        f"them) for {name}; put the files there, or "
+                        f"{_hint(name, DATASETS[name])}")
+
+
+def _split(name, tx, ty, vx, vy, spec, where):
+    if not len(tx) or not len(vx):
+        raise DataError(f"{where}: {len(tx)} training and {len(vx)} test images; both splits "
+                        "need at least one")
+    return Splits(name, tx, ty, vx, vy, list(spec["classes"]))
 
 
 def _read_official(name, d, spec):
     tx, ty, vx, vy = (read_idx(d / f) for f in _FILES)
-    if len(tx) != len(ty) or len(vx) != len(vy):
-        raise DataError(f"{d}: image and label counts differ")
-    return Splits(name, _images(tx), ty.astype(np.int64), _images(vx), vy.astype(np.int64),
-                  list(spec["classes"]))
+    n = len(spec["classes"])
+    tx, vx = _images(tx, d / _FILES[0]), _images(vx, d / _FILES[2])
+    ty, vy = _labels(ty, len(tx), n, d / _FILES[1]), _labels(vy, len(vx), n, d / _FILES[3])
+    return _split(name, tx, ty, vx, vy, spec, d)
 
 
 def _download(name, spec, target, timeout):
@@ -313,9 +377,15 @@ def _download(name, spec, target, timeout):
                 with urllib.request.urlopen(mirror + fname, timeout=timeout) as r, \
                         open(tmp, "wb") as f:
                     total = int(r.headers.get("Content-Length") or 0)
+                    if total > MAX_DOWNLOAD_BYTES:
+                        raise OSError(f"offers {total} bytes, more than {MAX_DOWNLOAD_BYTES}")
                     bar = tqdm(total=total, unit="B", unit_scale=True, desc=fname,
                                disable=tqdm is None) if tqdm else None
+                    written = 0
                     for block in iter(lambda: r.read(1 << 16), b""):
+                        written += len(block)
+                        if written > MAX_DOWNLOAD_BYTES:
+                            raise OSError(f"sent more than {MAX_DOWNLOAD_BYTES} bytes")
                         f.write(block)
                         if bar:
                             bar.update(len(block))

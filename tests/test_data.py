@@ -10,7 +10,10 @@ from minigrad.data import DataError, DataLoader, TensorDataset, load_dataset, re
 
 
 def _write_idx(path, array, compress=False):
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i4"): 0x0C,
+             np.dtype(">f4"): 0x0D}
+    if array.dtype == np.float32:
+        array = array.astype(">f4")
     header = struct.pack(">HBB", 0, codes[array.dtype], array.ndim)
     header += struct.pack(f">{array.ndim}I", *array.shape)
     raw = header + array.tobytes()
@@ -87,8 +90,15 @@ def test_full_sets_from_a_data_dir_and_the_missing_error(tmp_path, monkeypatch):
     assert d.train_x.shape == (6, 1, 28, 28) and d.test_y.shape == (4,)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError) as e:          # a --data-dir without the files: no fallback
         load_dataset("mnist", data_dir=empty)
+    msg = str(e.value)
+    assert str(empty) in msg and "--data-dir" in msg and "lacks" in msg
+    assert all(f in msg for f in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
+    assert "https://" in msg
+    monkeypatch.setenv("MINIGRAD_DATA", str(empty))
+    with pytest.raises(DataError) as e:          # the search path, when none is given
+        load_dataset("mnist")
     msg = str(e.value)
     assert str(empty) in msg and "--data-dir" in msg and "train-images-idx3-ubyte.gz" in msg
     assert "no download (MINIGRAD_NO_DOWNLOAD=1)" in msg and "https://" in msg
@@ -153,3 +163,85 @@ def test_data_loader_binds_its_backend_when_made():
         (batch,) = next(iter(loader))
     assert batch.backend == "strict"
     assert DataLoader(TensorDataset(x), batch_size=2, backend="numpy").backend.name == "numpy"
+
+
+# ----------------------------------------------------------------------------- validation
+def _mnist_10k_dir(tmp_path, images, labels, compress=True):
+    d = tmp_path / "mine"
+    d.mkdir(exist_ok=True)
+    _write_idx(d / "images-idx3-ubyte.gz", images, compress=compress)
+    _write_idx(d / "labels-idx1-ubyte.gz", labels, compress=compress)
+    return d
+
+
+def _ok_images(n, rng=np.random.default_rng(0)):
+    return rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.zeros((9000, 14, 56), np.uint8), np.zeros(9000, np.uint8), r"shape \(9000, 14, 56\)"),
+    (np.zeros((9000, 784), np.uint8), np.zeros(9000, np.uint8), r"shape \(9000, 784\)"),
+    (np.full((9000, 28, 28), np.nan, np.float32), np.zeros(9000, np.uint8), "finite"),
+    (np.full((9000, 28, 28), 3.0, np.float32), np.zeros(9000, np.uint8), r"in \[0, 1\]"),
+    (_ok_images(9000), np.full(9000, 10, np.uint8), r"labels in \[10, 10\]"),
+    (_ok_images(9000), np.full(9000, 255, np.uint8), "classes 0..9"),
+    (_ok_images(9000), np.full(9000, -1, np.int8), r"labels in \[-1, -1\]"),
+    (_ok_images(9000), np.zeros(9000, np.float32), "one integer per image"),
+    (_ok_images(9000), np.zeros(8999, np.uint8), "9000 images but 8999 labels"),
+    (_ok_images(500), np.zeros(500, np.uint8), "0 test images"),
+])
+def test_bad_data_is_refused_with_a_message(tmp_path, images, labels, message):
+    d = _mnist_10k_dir(tmp_path, images, labels)
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist-10k", data_dir=d)
+
+
+def test_float_pixels_in_0_1_are_left_alone_and_uint8_is_scaled(tmp_path):
+    x = np.random.default_rng(1).random((9000, 28, 28)).astype(np.float32)
+    d = _mnist_10k_dir(tmp_path, x, np.zeros(9000, np.uint8))
+    got = load_dataset("mnist-10k", data_dir=d)
+    np.testing.assert_array_equal(got.train_x[:, 0], x[:8000])          # not divided by 255
+    (tmp_path / "u").mkdir()
+    d2 = _mnist_10k_dir(tmp_path / "u", _ok_images(9000), np.zeros(9000, np.uint8))
+    u = load_dataset("mnist-10k", data_dir=d2).train_x
+    assert u.dtype == np.float32 and u.max() <= 1.0 and u.max() > 0.9
+
+
+def test_a_data_dir_without_the_files_is_an_error_not_the_bundled_copy(tmp_path):
+    with pytest.raises(DataError, match="lacks images-idx3-ubyte.gz, labels-idx1-ubyte.gz"):
+        load_dataset("mnist-10k", data_dir=tmp_path)
+
+
+def test_an_unreadable_data_dir_is_a_data_error(tmp_path, monkeypatch):
+    from minigrad import data
+    monkeypatch.setattr(data.os, "access", lambda path, mode: False)   # root reads all
+    with pytest.raises(DataError, match="not a readable directory"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_all_in_memory(tmp_path, monkeypatch):
+    from minigrad import data
+    monkeypatch.setattr(data, "MAX_IDX_BYTES", 1 << 20)
+    path = tmp_path / "bomb.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, 1) + struct.pack(">I", 8 << 20))
+        f.write(b"\0" * (8 << 20))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match="more than 1048576 bytes once decompressed"):
+        read_idx(path)
+
+
+def test_a_download_has_a_size_cap(tmp_path, monkeypatch):
+    from minigrad import data
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MINIGRAD_NO_DOWNLOAD", raising=False)
+    monkeypatch.setattr(data, "MAX_DOWNLOAD_BYTES", 1000)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for f in data._FILES:
+        (mirror / f).write_bytes(b"x" * 5000)
+    monkeypatch.setitem(data.DATASETS, "mnist", dict(data.DATASETS["mnist"],
+                                                     mirrors=[mirror.as_uri() + "/"]))
+    monkeypatch.setattr(data, "_candidates", lambda name, d: [])
+    with pytest.raises(DataError, match="more than 1000"):
+        load_dataset("mnist")
