@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 from . import functional, nn, optim  # noqa: E402,F401  (they import the core above)
 from .serialization import load, save  # noqa: E402,F401
-from . import data  # noqa: E402,F401
+from . import data, viz  # noqa: E402,F401
 
 # Last: registering the fast paths (minigrad/kernels/) replaces reference functions
 # of the modules above where a kernel applies; MINIGRAD_KERNELS=off leaves them alone.

@@ -4,7 +4,7 @@ layers below it (or its own), found by parsing every import, lazy ones included.
     1. backend, dtypes         import nothing of minigrad
     2. tensor                  imports only layer 1
     3. ops, conv, factories    import layers 1-3
-    4. functional, nn, optim, data, serialization, gradcheck    layers 1-4
+    4. functional, nn, optim, data, serialization, gradcheck, viz    layers 1-4
     kernels                    layers 1-4 and itself; imported only by minigrad/__init__.py
     testing                    anything of minigrad; imported by no module of minigrad
     5. models                  minigrad; never tests
@@ -23,7 +23,7 @@ LAYERS = {
     "minigrad.tensor": 2,
     "minigrad.ops": 3, "minigrad.conv": 3, "minigrad.factories": 3,
     "minigrad.functional": 4, "minigrad.nn": 4, "minigrad.optim": 4, "minigrad.data": 4,
-    "minigrad.serialization": 4, "minigrad.gradcheck": 4,
+    "minigrad.serialization": 4, "minigrad.gradcheck": 4, "minigrad.viz": 4,
 }
 
 
