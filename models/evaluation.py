@@ -254,7 +254,8 @@ def load_pretrained_classifier(run_or_backend=None, path=None, train_if_missing=
     ``classifier_weights_path(dataset)``; a classifier run's ``checkpoint.npz``
     works too); if it is missing, trains one on the FULL training split of the data
     set (not the run's ``--limit``), saves it there and returns it. Kept in memory
-    for the rest of the process.
+    for the rest of the process. The caller's random streams are left as they were:
+    loading or training a scorer never shifts a model's training noise.
     """
     if hasattr(run_or_backend, "args") and hasattr(run_or_backend, "backend"):
         run = run_or_backend
@@ -273,7 +274,9 @@ def load_pretrained_classifier(run_or_backend=None, path=None, train_if_missing=
             state, width = saved["state"]["model"], saved["args"].get("width", 32)
         else:                                        # classifier-<dataset>.npz
             state, width = saved["state"], saved.get("width", 32)
+        rng = run.backend.rng_state()       # the initialisation below is overwritten anyway
         model = ConvNet(state["head.weight"].shape[0], int(width))
+        run.backend.set_rng_state(rng)
         model.load_state_dict(state)
     elif train_if_missing:
         model = _train_toolkit_classifier(run, dataset, epochs)

@@ -91,7 +91,8 @@ class GAN(Experiment):
         self.steps = 0                        # D steps so far
         self.last_g = {}                      # G's last loss, logged until it steps again
         self.progress = []                    # [epoch, 12 fixed-noise samples] per epoch
-        self._quality = None
+        self.quality = SampleQuality(run, n=args.metric_samples) if args.metric_samples \
+            else None
         # the figures' fixed noise (a host generator of its own: the same on every backend)
         self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
             (64, args.z_dim)).astype(np.float32)
@@ -145,15 +146,6 @@ class GAN(Experiment):
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
-    @property
-    def quality(self):
-        """The sample-quality scorer, made at the first evaluation. (Loading the toolkit
-        classifier builds a ConvNet, whose initialisation draws from the backend's
-        generator: made in __init__, it would shift the training noise.)"""
-        if self._quality is None:
-            self._quality = SampleQuality(self.run, n=self.args.metric_samples)
-        return self._quality
-
     def samples(self, n, noise=None):
         """n images of G in [0, 1], without a graph. G samples in training mode, as in
         PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
@@ -164,13 +156,13 @@ class GAN(Experiment):
     def evaluate(self, epoch):
         self._grid = self.samples(64, self.run.tensor(self.fixed_noise)).numpy()
         self.progress.append([epoch, self._grid[:12]])
-        if not self.args.metric_samples:
+        if self.quality is None:
             return {}
         q = self.quality(self.samples(self.args.metric_samples))
         return {"fid": q["fid"], "inception_score": q["inception_score"]}
 
     def final(self):
-        if not self.args.metric_samples:
+        if self.quality is None:
             return {}
         samples = {"gan_": self.samples(self.quality.n)}
         vae = load_vae(self.run)
@@ -201,7 +193,7 @@ class GAN(Experiment):
             draw_rows(run, f"{name}_samples_progress.png", rows, labels,
                       title=f"{name}: G(z) of the same 12 z after {shown}")
         panels = [([("loss_d", "D loss"), ("loss_g", "G loss")], "loss")]
-        if self.args.metric_samples:
+        if self.quality is not None:
             panels.append(([("fid", "classifier-FID (lower is better)")], "classifier-FID"))
             panels.append(([("inception_score", "inception score (higher is better)")],
                            "inception score"))

@@ -77,7 +77,8 @@ class VAEGAN(Experiment):
             self.vae = VAEModel("conv", args.latent_dim, args.width)
             self.opt_vae = optim.Adam(self.vae.parameters(), lr=1e-3)
             self.checkpoint += ("vae", "opt_vae")
-        self._quality = None
+        self.quality = SampleQuality(run, n=args.metric_samples) if args.metric_samples \
+            else None
         # the figures' fixed noise (a host generator of its own: the same on every backend)
         self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
             (48, args.latent_dim)).astype(np.float32)
@@ -137,15 +138,6 @@ class VAEGAN(Experiment):
                             help="do not train the plain VAE for comparison")
 
     # ------------------------------------------------------------------------- evaluation
-    @property
-    def quality(self):
-        """The sample-quality scorer, made at the first evaluation. (Loading the toolkit
-        classifier builds a ConvNet, whose initialisation draws from the backend's
-        generator: made in __init__, it would shift the training noise.)"""
-        if self._quality is None:
-            self._quality = SampleQuality(self.run, n=self.args.metric_samples)
-        return self._quality
-
     def models(self):
         """(name, VAEModel) of the VAE-GAN and, unless --no-vae, the plain VAE."""
         return [("vaegan", self.vaegan)] + ([] if self.args.no_vae else [("vae", self.vae)])
@@ -158,7 +150,7 @@ class VAEGAN(Experiment):
                 mu, _ = model.encode(x)
                 d = model.decode(mu).sigmoid() - x
                 out[f"{name}_test_pixel_mse"] = (d * d).sum().item() / x.shape[0]
-                if self.args.metric_samples:
+                if self.quality is not None:
                     q = self.quality(self.samples(model, self.quality.n))
                     out.update({f"{name}_{k}": v for k, v in q.items()})
         return out
@@ -167,7 +159,7 @@ class VAEGAN(Experiment):
         return generate(lambda h: model.decode(h).sigmoid(), n, self.args.latent_dim, noise)
 
     def final(self):
-        if not self.args.metric_samples:
+        if self.quality is None:
             return {}
         samples = {}
         for name, model in self.models():
@@ -200,7 +192,7 @@ class VAEGAN(Experiment):
             return                            # the curves once, at the end
         panels = [([("loss_dis", "Dis loss"), ("gan_g", "Dec GAN loss")], "loss"),
                   ([("llike", "L_llike (Dis_l)"), ("kl", "KL")], "nats")]
-        if self.args.metric_samples:
+        if self.quality is not None:
             panels.append(([(f"{n}_fid", f"{n} classifier-FID") for n, _ in self.models()],
                            "classifier-FID"))
         draw_curves(run, f"{self.name}_curves.png", history, panels,

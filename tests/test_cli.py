@@ -1,5 +1,6 @@
 """The shared model CLI (models/cli.py): outputs, exact resume (of a toy model and of
 every model in models/), Ctrl-C, usage errors, the contract's rules, folder names."""
+import importlib
 import json
 import os
 import subprocess
@@ -207,3 +208,54 @@ def test_help_shows_every_default(capsys):
     for text in ("--epochs EPOCHS number of training epochs (default: 2)",
                  "(default: 32)", "(default: 0.05)", "--hidden HIDDEN hidden units (default: 16)"):
         assert text in out, text
+
+
+# ----------------------------------------------------------------------------- every model
+# The smallest settings of every command, and the flags that keep its metrics cheap.
+MODELS = {
+    "autoencoder": ("autoencoder", "AutoencoderExperiment", ["--hidden", "8"]),
+    "autoencoder-conv": ("autoencoder", "AutoencoderExperiment", ["--arch", "conv",
+                                                                  "--hidden", "2"]),
+    "vae": ("vae", "VAE", ["--hidden", "8", "--iw-samples", "2", "--metric-samples", "20"]),
+    "cvae": ("cvae", "CVAE", ["--hidden", "8", "--fidelity-samples", "2", "--iw-samples", "2",
+                              "--metric-samples", "20"]),
+    "gan": ("gan", "GAN", ["--width", "2", "--z-dim", "4", "--metric-samples", "20"]),
+    "gan-wgan-gp": ("gan", "GAN", ["--loss", "wgan-gp", "--n-critic", "2", "--width", "2",
+                                   "--z-dim", "4", "--metric-samples", "0"]),
+    "vaegan": ("vaegan", "VAEGAN", ["--width", "2", "--latent-dim", "4",
+                                    "--metric-samples", "20"]),
+    "siamese": ("siamese", "Siamese", ["--width", "2", "--hidden", "8"]),
+    "siamese-triplet": ("siamese", "Siamese", ["--width", "2", "--hidden", "8",
+                                               "--loss", "triplet", "--mining", "random"]),
+    "transfer": ("transfer", "Transfer", ["--width", "2", "--feature-dim", "8", "--steps", "3",
+                                          "--labels-per-class", "2", "5"]),
+    "classifier": ("classifier", "Classifier", ["--width", "2"]),
+}
+_TIMES = ("time_s", "train_time_s", "examples_per_s")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_resumes_exactly(name, tmp_path, tiny_classifier):
+    """'2 epochs' == '1 epoch, --resume, 1 epoch': every number of every epoch and of
+    the final record, so each model's declared checkpoint holds all its state."""
+    module, cls_name, flags = MODELS[name]
+    cls = getattr(importlib.import_module(f"models.{module}"), cls_name)
+
+    def run(out, epochs, *extra):
+        argv = ["--limit", "96", "--batch-size", "32", "--quiet", "--epochs", str(epochs),
+                "--out", str(tmp_path / out), *flags, *extra]
+        assert run_cli(cls, argv) == 0
+
+    run("straight", 2)
+    run("split", 1)
+    run("split", 2, "--resume", str(tmp_path / "split" / "checkpoint.npz"))
+    straight, split = (_lines(tmp_path / d / "metrics.jsonl") for d in ("straight", "split"))
+    assert [r["epoch"] for r in split] == [1, 2, 2] and split[-1]["final"]
+    for a, b in zip(straight, split):
+        a, b = ({k: v for k, v in r.items() if k not in _TIMES} for r in (a, b))
+        assert a == b
+    assert len(straight[-1]) > 2 or name.startswith("autoencoder") or name in (
+        "classifier", "gan-wgan-gp")                       # a final record with numbers
+    # every figure is <model>_<what>.png
+    pngs = [p.name for p in (tmp_path / "split").glob("*.png")]
+    assert pngs and all(p.startswith(cls.name + "_") for p in pngs), pngs
