@@ -27,8 +27,8 @@ import minigrad.functional as F
 from minigrad import nn, optim
 from models.blocks import N_PIXELS, mlp_decoder, mlp_encoder
 from models.cli import Experiment, non_negative_int, positive_int, run_cli
-from models.evaluation import (accuracy, evaluate_elbo, evaluate_iw_log_likelihood, evaluating,
-                               load_pretrained_classifier)
+from models.evaluation import (accuracy, add_iw_samples_argument, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, load_pretrained_classifier)
 from models.figures import draw_curves, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
@@ -96,9 +96,7 @@ class CVAE(Experiment):
         parser.add_argument("--fidelity-samples", type=non_negative_int, default=100,
                             help="prior samples per class for label fidelity after the last "
                                  "epoch, judged by the toolkit classifier (0 skips it)")
-        parser.add_argument("--iw-samples", type=non_negative_int, default=0,
-                            help="K for an importance-weighted test log-likelihood after the "
-                                 "last epoch (0 skips it)")
+        add_iw_samples_argument(parser, default=0)
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation

@@ -22,7 +22,7 @@ import minigrad.functional as F
 from minigrad import optim
 from models import losses as L
 from models.blocks import N_PIXELS, ConvNet, VAEModel
-from models.cli import default_folder, train_epoch
+from models.cli import default_folder, non_negative_int, train_epoch
 
 
 @contextlib.contextmanager
@@ -217,6 +217,13 @@ def evaluate_iw_log_likelihood(run, encode, decode, k, rows=10_000):
             total += L.iw_log_likelihood(log_likelihood, mu, logvar, k=k).sum().item()
             n += b
     return total / n
+
+
+def add_iw_samples_argument(parser, default):
+    """``--iw-samples K``: one flag for the VAE family's importance-weighted bound."""
+    parser.add_argument("--iw-samples", type=non_negative_int, default=default,
+                        help="K for the importance-weighted test log-likelihood after the "
+                             "last epoch (0 skips it)")
 
 
 def generate(decode, n, latent_dim, noise=None, batch_size=500):

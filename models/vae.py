@@ -30,9 +30,9 @@ import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.nu
 
 from minigrad import optim
 from models.blocks import VAEModel, add_architecture_arguments
-from models.cli import Experiment, non_negative_float, non_negative_int, run_cli
-from models.evaluation import (embed, evaluate_elbo, evaluate_iw_log_likelihood, evaluating,
-                               generate)
+from models.cli import Experiment, non_negative_float, run_cli
+from models.evaluation import (add_iw_samples_argument, embed, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, generate)
 from models.figures import draw_curves, draw_manifold, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
@@ -69,9 +69,7 @@ class VAE(Experiment):
         add_architecture_arguments(parser, latent_dim=20)
         parser.add_argument("--beta", type=non_negative_float, default=1.0,
                             help="weight of the KL term (1: the VAE; > 1: a beta-VAE)")
-        parser.add_argument("--iw-samples", type=non_negative_int, default=100,
-                            help="K for the importance-weighted test log-likelihood after the "
-                                 "last epoch (0 skips it)")
+        add_iw_samples_argument(parser, default=100)
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
