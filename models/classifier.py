@@ -13,7 +13,8 @@ is models/blocks.py's ConvNet:
   Frechet distance on classifier features, and an inception score);
 - its conv trunk is the pretrained network of transfer learning (models/transfer.py).
 The run saves the weights as <out>/classifier-<dataset>.npz; the other models load
-them from runs/classifier/ (models/evaluation.py::load_pretrained_classifier).
+them from the folder of a default run on their data set, runs/classifier/ for
+mnist-10k (models/evaluation.py::load_pretrained_classifier).
 """
 from __future__ import annotations
 

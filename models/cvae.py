@@ -147,7 +147,7 @@ class CVAE(Experiment):
     def figures(self, epoch, history, final):
         if not final:  # only at the end: figures cost about as much as an epoch here
             return
-        run, k = self.run, self.model.n_classes
+        run, k, code = self.run, self.model.n_classes, f"{self.args.latent_dim}-D code"
         names = [str(c) for c in (run.data.class_names or range(k))]
         test_x, test_y = run.data.test_x, run.data.test_y
         with evaluating(self.model):
@@ -159,17 +159,17 @@ class CVAE(Experiment):
             recon = self.model.decode(mu, y16).sigmoid().numpy()
         draw_rows(run, "cvae_samples.png", [samples[c * 12:(c + 1) * 12] for c in range(k)],
                   [f"y = {n}" for n in names],
-                  "cvae: one row per label y; each column decodes one h ~ N(0, I)")
+                  f"cvae ({code}): one row per label y; each column decodes one h ~ N(0, I)")
         draw_rows(run, "cvae_style_transfer.png",
                   [np.concatenate([test_x[i:i + 1], moved[i]]) for i in range(len(moved))],
-                  title="cvae style transfer: each test digit (left) encoded with its label, "
-                        "decoded with every label", col_labels=["input"] + names)
+                  title=f"cvae style transfer ({code}): each test digit (left) encoded with its "
+                        "label, decoded with every label", col_labels=["input"] + names)
         draw_rows(run, "cvae_reconstructions.png", [test_x[:16], recon], ["input", "output"],
-                  "cvae: test digits and their decoded means mu(x, y)")
+                  f"cvae ({code}): test digits and their decoded means mu(x, y)")
         draw_curves(run, "cvae_loss.png", history, [
             ([("loss", "train -ELBO"), ("test_loss", "test -ELBO")], "nats per image"),
             ([("test_recon", "test recon"), ("test_kl", "test KL")], "nats per image")],
-            title=f"cvae ({self.args.latent_dim}-D code): loss curves")
+            title=f"cvae ({code}): loss curves")
 
 
 def style_transfer(model, x, y):

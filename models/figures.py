@@ -80,13 +80,16 @@ def progress_rows(snapshots, most=16):
 
 # ----------------------------------------------------------------------------- curves
 def draw_curves(run, filename, history, panels, title=None):
-    """One panel per (lines, ylabel) of ``panels``; one line per (metric key, label)
-    over the epochs of ``history`` (the metrics.jsonl records)."""
+    """One panel per (lines, ylabel) or (lines, ylabel, "log") of ``panels``; one line
+    per (metric key, label) over the epochs of ``history`` (the metrics.jsonl records).
+    "log": a log y axis, for a metric that falls by orders of magnitude."""
     from matplotlib.ticker import MaxNLocator
     epochs = sorted({h["epoch"] for h in history if "epoch" in h and not h.get("final")})
     fig = _figure(4.2 * len(panels), 3.2)
-    for i, (keys, ylabel) in enumerate(panels):
+    for i, (keys, ylabel, *scale) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
+        if scale == ["log"]:
+            ax.set_yscale("log")
         for key, label in keys:
             pts = [(h["epoch"], h[key]) for h in history
                    if key in h and "epoch" in h and not h.get("final")]
@@ -163,8 +166,8 @@ def _class_scatter(ax, points, labels, names):
     for c in np.unique(labels):
         x, y = np.median(points[labels == c], axis=0)
         ax.text(x, y, str(names[int(c)]), fontsize=11, weight="bold", ha="center",
-                va="center", color=cmap(int(c) % 10),
-                path_effects=[pe.withStroke(linewidth=2.5, foreground="white")])
+                va="center", color="black",
+                path_effects=[pe.withStroke(linewidth=3, foreground="white")])
     ax.legend(markerscale=4, fontsize=LABEL_SIZE - 1, title="class", title_fontsize=LABEL_SIZE,
               loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 

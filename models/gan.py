@@ -194,7 +194,8 @@ class GAN(Experiment):
                       title=f"{name}: G(z) of the same 12 z after {shown}")
         panels = [([("loss_d", "D loss"), ("loss_g", "G loss")], "loss")]
         if self.quality is not None:
-            panels.append(([("fid", "classifier-FID (lower is better)")], "classifier-FID"))
+            panels.append(([("fid", "classifier-FID (lower is better)")], "classifier-FID",
+                           "log"))
             panels.append(([("inception_score", "inception score (higher is better)")],
                            "inception score"))
         draw_curves(run, f"{name}_curves.png", history, panels,

@@ -218,8 +218,8 @@ class Siamese(Experiment):
         else:
             xy = lda_projection(train_e.numpy(), data.train_y, test_e.numpy())
             axes = ("linear discriminant 1", "linear discriminant 2")
-            how = (f"\nthe 2-D linear projection of the {a.embedding_dim}-D embedding that best "
-                   "separates the classes (Fisher LDA, fitted on the training embeddings)")
+            how = (f"\nprojected from {a.embedding_dim}-D by Fisher LDA: the linear map to 2-D that "
+                   "best separates\nthe classes (fitted on the training embeddings)")
         draw_embedding(self.run, f"{self.name}_embedding.png", xy, data.test_y, names,
                        f"{self.name}: test embedding, {what}{how}", axes)
         metrics, d = self.pair_metrics(test_e)
@@ -231,8 +231,8 @@ class Siamese(Experiment):
         draw_histograms(self.run, f"{self.name}_distances.png",
                         [(d[same], "same class (Y = 1)"), (d[~same], "different classes (Y = 0)")],
                         lines, "D = ||F(x1) - F(x2)||", "test pairs",
-                        f"{self.name}: distances of the fixed test pairs, ROC-AUC "
-                        f"{metrics['roc_auc']:.4f}; {what}")
+                        f"{self.name}: distances of the fixed test pairs (ROC-AUC "
+                        f"{metrics['roc_auc']:.4f})\n{what}")
         self.draw_retrieval(train_e, test_e, names)
 
     def draw_retrieval(self, train_e, test_e, names, n_queries=6, k=8):

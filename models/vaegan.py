@@ -194,7 +194,7 @@ class VAEGAN(Experiment):
                   ([("llike", "L_llike (Dis_l)"), ("kl", "KL")], "nats")]
         if self.quality is not None:
             panels.append(([(f"{n}_fid", f"{n} classifier-FID") for n, _ in self.models()],
-                           "classifier-FID"))
+                           "classifier-FID", "log"))
         draw_curves(run, f"{self.name}_curves.png", history, panels,
                     title=f"{self.name} training curves")
 
