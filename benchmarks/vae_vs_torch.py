@@ -60,7 +60,7 @@ def main(argv=None):
     from minigrad import optim
     from minigrad.data import load_dataset
     from models.losses import vae_loss
-    from models.vae import VAEModel
+    from models.blocks import VAEModel
 
     torch.set_num_threads(args.threads)
     mg.set_backend("numpy")

@@ -1,40 +1,86 @@
 """The shared training CLI: every ``python -m models.<name>`` runs through here.
 
-A model file subclasses ``Experiment`` (build modules and optimizers in
-``__init__``, one batch in ``train_step``, metrics in ``evaluate``/``final``,
-PNGs in ``figures``) and ends with ``raise SystemExit(run_cli(MyModel))``.
-Everything else lives here, once:
+What a model defines
+--------------------
+A model file defines one subclass of ``Experiment`` and ends with
+``raise SystemExit(run_cli(TheClass))``. The subclass sets
 
-- the common flags (``--backend --dataset --data-dir --epochs --batch-size --lr
-  --seed --out --resume --limit --quiet``) and the model's own;
-- seeding, data loading, the epoch loop with a tqdm bar (on a terminal only);
-- ``<out>/metrics.jsonl``: one JSON line per epoch (train metrics averaged over
-  the epoch's examples, evaluation metrics, wall time, examples/s) and a last
-  line with ``"final": true``;
-- ``<out>/checkpoint.npz``, written atomically after every epoch (and on
-  Ctrl-C): modules, optimizers, schedulers, every random generator, the data
-  order, the epoch and the history, so ``--resume`` continues exactly where
-  the run stopped ("2 epochs" == "1 epoch, resume, 1 epoch" on NumPy);
-- errors a user can fix (bad flags, missing data, no GPU) print one line and
-  exit with status 2, no traceback.
+    name            the command (python -m models.<name>), its folder runs/<name>...,
+                    its figures <name>_<what>.png, and the tag its checkpoints carry
+    defaults        its defaults for the common flags, e.g. dict(epochs=10, lr=1e-3)
+    checkpoint      the attribute names a checkpoint holds, e.g. ("model", "opt"):
+                    an object with state_dict() (module, optimizer, LR scheduler) is
+                    saved through it, anything else (numbers, lists, host arrays) as
+                    it is. What is not named here is neither saved nor restored.
+    __init__(args, run)    build the networks and optimizers (ValueError: a usage error)
+    train_step(x, y)       one optimisation step on a batch; returns floats to log
+
+and, where it needs them,
+
+    add_arguments(parser)  its own flags, typed with positive_int, non_negative_float, ...
+    evaluate(epoch)        metrics after every epoch
+    final()                metrics once, after the last epoch
+    figures(epoch, history, final)   PNGs, written with run.savefig
+    epochs_help            what --epochs counts, where that is not plain training epochs
+
+Modes: the CLI switches none. Every hook runs with gradients on and with the
+modules in the mode the model left them in (training mode, from construction).
+A hook that evaluates says so where it does: ``with evaluating(self.model):``
+(models/evaluation.py) is PyTorch's ``model.eval()`` plus ``no_grad()`` and
+restores both afterwards. A hook that trains (transfer learning's final
+comparison) just trains.
+
+Randomness: three streams, seeded by --seed and saved in every checkpoint: the
+backend's generator (mg.randn, dropout, reparameterisation, in-batch pairs),
+``run.rng`` (host-side draws) and the training loader's order. train_step,
+evaluate and final may draw from them: they run before the epoch's checkpoint
+is written, so --resume replays their draws. figures runs after it, so it must
+not: a figure's noise comes from a host generator of its own
+(``np.random.default_rng(args.seed)``, the same noise after every epoch), and
+the CLI stops with an error if figures moved a stream.
+
+What a run does
+---------------
+    for epoch in 1 .. --epochs:
+        train_step on every batch of the shuffled training split (a tqdm bar on a terminal)
+        record = train_step's floats averaged over the examples, evaluate(epoch), times
+        append the record to <out>/metrics.jsonl, write <out>/checkpoint.npz atomically
+        figures(epoch, history, final=False)
+    final() -> the last line of metrics.jsonl, marked "final": true
+    figures(epoch, history, final=True)
+
+``train_epoch`` is that loop's inner part, and the one loop of every other
+training in models/ too (transfer learning's heads, the toolkit classifier).
+
+--out defaults to runs/<name> followed by every option that differs from its
+default (``python -m models.vae --latent-dim 2`` writes runs/vae-latent-dim2/);
+with --resume, to the checkpoint's folder. "2 epochs" and "1 epoch, --resume,
+1 epoch" give the same numbers on NumPy. A mistake the user can fix (a bad flag,
+missing data, no GPU, a checkpoint of another model) prints one line and exits
+with status 2, no traceback; Ctrl-C keeps the checkpoint of the last finished
+epoch and says how to resume from it.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
 import sys
 import time
 
-import numpy as np  # host-side: data sets and noise for figures are host arrays
+import numpy as np  # host-side: data sets and their shuffling live on the host
 
 import minigrad as mg
-from minigrad import nn, optim
 from minigrad.backend import BackendError, get_backend
 from minigrad.data import DataError, DataLoader, TensorDataset, load_dataset
 
-__all__ = ["Experiment", "Run", "run_cli", "UsageError"]
+__all__ = ["Experiment", "Run", "run_cli", "train_epoch", "UsageError", "number",
+           "positive_int", "non_negative_int", "positive_float", "non_negative_float",
+           "default_folder"]
+
+DEFAULT_DATASET = "mnist-10k"
 
 
 class UsageError(Exception):
@@ -42,65 +88,46 @@ class UsageError(Exception):
 
 
 class Experiment:
-    """Base class of a model run. Subclasses set ``name`` and ``defaults`` and
-    override the methods below; every ``nn.Module``, optimizer and LR scheduler
-    stored as an attribute is checkpointed under its attribute name."""
+    """A model run; see the module docstring for what a subclass defines."""
 
     name = "experiment"
     defaults: dict = {}
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser):
-        """Add the model's own flags."""
+    checkpoint: tuple = ()
+    epochs_help = "number of training epochs"
 
     def __init__(self, args, run):
         self.args = args
         self.run = run
 
+    @staticmethod
+    def add_arguments(parser):
+        """The model's own flags."""
+
     def train_step(self, x, y) -> dict:
-        """One optimisation step on a batch; returns floats to average and log."""
         raise NotImplementedError
 
     def evaluate(self, epoch) -> dict:
-        """Metrics on the test split after each epoch."""
         return {}
 
     def final(self) -> dict:
-        """Metrics after the last epoch (expensive ones: IW likelihood, FID...)."""
         return {}
 
     def figures(self, epoch, history, final):
-        """Write PNGs with ``self.run.savefig``."""
-
-    def state_dict_extra(self) -> dict:
-        return {}
-
-    def load_state_dict_extra(self, d):
         pass
-
-    # -- found by attribute, checkpointed by name
-    def _stateful(self):
-        out = {}
-        for k, v in vars(self).items():
-            if isinstance(v, (nn.Module, optim.Optimizer, optim.LRScheduler)):
-                out[k] = v
-        return out
-
-    def _modules(self):
-        return [v for v in vars(self).values() if isinstance(v, nn.Module)]
 
 
 class Run:
-    """What a model sees of the run: flags, output folder, backend, data, RNG."""
+    """What a model sees of its run: the flags, the output folder, the backend, the
+    data set (host arrays), a host random generator and a few helpers."""
 
-    def __init__(self, args, name):
+    def __init__(self, args, name, data):
         self.args = args
         self.name = name
         self.out = pathlib.Path(args.out)
         self.backend = get_backend()
         self.quiet = args.quiet
         self.rng = np.random.default_rng(args.seed)
-        self.data = None
+        self.data = data
         self._train_loader = None
 
     def tensor(self, host_array, dtype=None):
@@ -112,24 +139,23 @@ class Run:
         return mg.Tensor._make(self.backend.from_numpy(np.ascontiguousarray(a), dtype),
                                self.backend, False, None)
 
-    def loader(self, split="train", batch_size=None, shuffle=None):
-        """Batches (x, y) of a split as Tensors. The training loader is one object
-        for the whole run, so its shuffling state is checkpointed and resumed."""
-        bs = batch_size or self.args.batch_size
-        if split == "train" and batch_size is None and shuffle in (None, True):
+    def loader(self, split="train", batch_size=None):
+        """Batches (x, y) of a split as Tensors. "train": the shuffled loader of the
+        run's epochs (one object, so its order is checkpointed); "test": in order."""
+        if split == "train" and batch_size is None:
             if self._train_loader is None:
                 self._train_loader = DataLoader(
-                    TensorDataset(self.data.train_x, self.data.train_y), batch_size=bs,
-                    shuffle=True, seed=self.args.seed)
+                    TensorDataset(self.data.train_x, self.data.train_y),
+                    batch_size=self.args.batch_size, shuffle=True, seed=self.args.seed)
             return self._train_loader
         if split not in ("train", "test"):
             raise ValueError(f"loader: split must be 'train' or 'test', got {split!r}")
-        x = self.data.train_x if split == "train" else self.data.test_x
-        y = self.data.train_y if split == "train" else self.data.test_y
-        return DataLoader(TensorDataset(x, y), batch_size=bs,
-                          shuffle=bool(shuffle), seed=int(self.rng.integers(2**31)))
+        x, y = (self.data.train_x, self.data.train_y) if split == "train" else \
+            (self.data.test_x, self.data.test_y)
+        return DataLoader(TensorDataset(x, y), batch_size=batch_size or self.args.batch_size)
 
     def savefig(self, fig, filename):
+        """Write a matplotlib figure as <out>/<filename> and close it."""
         import matplotlib.pyplot as plt  # host-side: figures
         path = self.out / filename
         fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -141,103 +167,151 @@ class Run:
             print(*a, **kw, flush=True)
 
 
+# ----------------------------------------------------------------------------- flag types
+def number(kind, minimum=None, above=None, below=None):
+    """An argparse ``type``: a ``kind`` (int or float) >= ``minimum``, > ``above`` and
+    < ``below`` (each bound optional). A bad value is a one-line usage error naming
+    the flag (argparse puts "argument --flag:" in front of the message)."""
+    bounds = [f"{op} {v}" for op, v in ((">=", minimum), (">", above), ("<", below))
+              if v is not None]
+    what = ("an integer" if kind is int else "a number") + \
+        "".join((" " if i == 0 else " and ") + b for i, b in enumerate(bounds))
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if (minimum is not None and not value >= minimum) or \
+                (above is not None and not value > above) or \
+                (below is not None and not value < below):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+positive_int = number(int, minimum=1)
+non_negative_int = number(int, minimum=0)
+positive_float = number(float, above=0)
+non_negative_float = number(float, minimum=0)
+
+
 # ----------------------------------------------------------------------------- the parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, status 2 (argparse's default prints usage too)
         raise UsageError(message)
 
 
-def _positive_int(name):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be positive, got {v}")
-        return v
-    return parse
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (none shown for None or a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and "%(default)" not in text and \
+                action.default is not None and action.default is not False and \
+                action.default is not argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text
 
 
-def _non_negative_int(name):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {v}")
-        return v
-    return parse
-
-
-def _positive_float(name):
-    def parse(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be positive, got {v}")
-        return v
-    return parse
+# options that do not change what a run computes, so its folder name leaves them out
+_NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet"}
 
 
 def build_parser(exp_cls):
-    d = dict(epochs=10, batch_size=128, lr=1e-3, seed=0, dataset="mnist-10k")
+    d = dict(epochs=10, batch_size=128, lr=1e-3, seed=0, dataset=DEFAULT_DATASET)
     d.update(exp_cls.defaults)
-    p = _Parser(prog=f"python -m models.{exp_cls.name}",
-                description=(exp_cls.__doc__ or "").strip(),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=_prog(exp_cls), description=inspect.cleandoc(exp_cls.__doc__ or ""),
+                formatter_class=_HelpFormatter)
     g = p.add_argument_group("common options (every model)")
     g.add_argument("--backend", default=os.environ.get("MINIGRAD_BACKEND", "numpy"),
                    choices=["numpy", "cupy", "strict"], metavar="{numpy,cupy}",
-                   help="array backend: numpy (CPU) or cupy (NVIDIA GPU) (default: %(default)s)")
+                   help="array backend: numpy (CPU) or cupy (NVIDIA GPU)")
     g.add_argument("--dataset", default=d["dataset"],
                    choices=["mnist-10k", "mnist", "fashion-mnist"],
                    help="mnist-10k ships with minigrad (8,000 train / 2,000 test); mnist and "
-                        "fashion-mnist are the full sets (default: %(default)s)")
+                        "fashion-mnist are the full sets")
     g.add_argument("--data-dir", default=None,
                    help="directory holding the official IDX .gz files of --dataset")
-    g.add_argument("--epochs", type=_non_negative_int("--epochs"), default=d["epochs"],
-                   help="total number of epochs (default: %(default)s)")
-    g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=d["batch_size"],
-                   help="(default: %(default)s)")
-    g.add_argument("--lr", type=_positive_float("--lr"), default=d["lr"],
-                   help="learning rate (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
-    g.add_argument("--out", default=None, help=f"output folder (default: runs/{exp_cls.name})")
+    g.add_argument("--epochs", type=non_negative_int, default=d["epochs"],
+                   help=exp_cls.epochs_help)
+    g.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
+                   help="training examples per step")
+    g.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
+    g.add_argument("--seed", type=int, default=d["seed"],
+                   help="seeds every random stream of the run")
+    g.add_argument("--out", default=None,
+                   help=f"output folder (default: runs/{exp_cls.name}, followed by each option "
+                        f"that differs from its default, e.g. runs/{exp_cls.name}-seed1; "
+                        "with --resume, the checkpoint's folder)")
     g.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue from a checkpoint.npz written by an earlier run")
-    g.add_argument("--limit", type=_positive_int("--limit"), default=None, metavar="N",
+    g.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="use only the first N training (and at most N test) examples")
     g.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     exp_cls.add_arguments(p.add_argument_group(f"{exp_cls.name} options"))
     return p
 
 
+def default_folder(name, dataset=DEFAULT_DATASET):
+    """The folder that ``python -m models.<name> [--dataset DATASET]`` writes by
+    default (where other models look for its results)."""
+    return os.path.join("runs", name if dataset == DEFAULT_DATASET else f"{name}-{dataset}")
+
+
+def _folder_name(parser, args, name):
+    """runs/<name>-<one part per option that differs from its default>: a choice is
+    its value (triplet), a switch its name (no-vae), a number its name and value
+    (latent-dim2), a list its name and values (labels-per-class10_100)."""
+    parts = [name]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in _NOT_IN_FOLDER_NAME:
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1].lstrip("-")
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif action.choices:
+            parts.append(str(value))
+        elif isinstance(value, (list, tuple)):
+            parts.append(flag + "_".join(f"{v:g}" if isinstance(v, float) else str(v)
+                                         for v in value))
+        else:
+            parts.append(flag + (f"{value:g}" if isinstance(value, float) else str(value)))
+    return os.path.join("runs", "-".join(parts))
+
+
 # ----------------------------------------------------------------------------- running
 def run_cli(exp_cls, argv=None) -> int:
     """Parse flags, train, evaluate, write metrics, checkpoints and figures.
-    Returns the exit status (0, or 2 for a usage error)."""
+    Returns the exit status (0; 2 for a usage error; 130 after Ctrl-C). The caller's
+    current backend is current again afterwards (a run switches to --backend)."""
+    caller_backend = get_backend().name
     try:
-        args = build_parser(exp_cls).parse_args(argv)
-        return _run(exp_cls, args)
+        parser = build_parser(exp_cls)
+        args = parser.parse_args(argv)
+        return _run(exp_cls, args, parser)
     except UsageError as e:
         print(f"{_prog(exp_cls)}: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
+    finally:
+        mg.set_backend(caller_backend)
 
 
 def _prog(exp_cls):
     return f"python -m models.{exp_cls.name}"
 
 
-def _setup(exp_cls, args):
+def _setup(exp_cls, args, parser):
     """Everything that can fail because of what the user asked for."""
-    if args.out is None:
-        args.out = os.path.join("runs", exp_cls.name)
+    if args.out is None and args.resume:
+        args.out = os.path.dirname(args.resume) or "."      # continue in the run's folder
+    elif args.out is None:
+        args.out = _folder_name(parser, args, exp_cls.name)
     try:
         mg.set_backend(args.backend)
     except BackendError as e:
@@ -263,21 +337,24 @@ def _setup(exp_cls, args):
         pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {args.out}: {e.strerror}") from None
-    run = Run(args, exp_cls.name)
-    run.data = data
+    run = Run(args, exp_cls.name, data)
     try:
         exp = exp_cls(args, run)
     except (ValueError, TypeError) as e:
         if isinstance(e, TypeError) and "argument" not in str(e):
             raise
         raise UsageError(str(e)) from None
+    missing = [k for k in exp.checkpoint if not hasattr(exp, k)]
+    if missing:
+        raise AttributeError(f"{exp_cls.__name__}.checkpoint names {missing}, which "
+                             "__init__ did not set")
     return run, exp, checkpoint
 
 
-def _run(exp_cls, args):
+def _run(exp_cls, args, parser):
     import matplotlib
     matplotlib.use("Agg")
-    run, exp, checkpoint = _setup(exp_cls, args)
+    run, exp, checkpoint = _setup(exp_cls, args, parser)
     history, start = [], 1
     loader = run.loader("train")
     if checkpoint is not None:
@@ -296,22 +373,21 @@ def _run(exp_cls, args):
     holder = args.resume
     try:
         for epoch in range(start, args.epochs + 1):
-            record = _train_epoch(exp, run, loader, epoch)
-            for m in exp._modules():
-                m.eval()
-            with mg.no_grad():
-                record.update(_floats(exp.evaluate(epoch)))
-            record["time_s"] = round(time.perf_counter() - record.pop("_t0"), 3)
+            t0 = time.perf_counter()
+            record = {"epoch": epoch}
+            record.update(train_epoch(exp.train_step, loader, _progress_bar(run, loader, epoch)))
+            train_time = time.perf_counter() - t0
+            record["train_time_s"] = round(train_time, 3)
+            n = len(loader.dataset)
+            record["examples_per_s"] = round(n / train_time, 1) if train_time > 0 else None
+            record.update(_floats(exp.evaluate(epoch)))
+            record["time_s"] = round(time.perf_counter() - t0, 3)
             history.append(record)
             _append(metrics_path, record)
-            _save(exp, run, loader, epoch, history, ckpt_path)
+            mg.save(_state(exp, run, loader, epoch, history), ckpt_path)
             completed, holder = epoch, ckpt_path
             _figures(exp, run, epoch, history, False)
-            for m in exp._modules():
-                m.train()
             run.print(_summary(record))
-        for m in exp._modules():
-            m.eval()
         final = {"epoch": epoch, "final": True}
         final.update(_floats(exp.final()))
         history.append(final)
@@ -332,43 +408,40 @@ def _run(exp_cls, args):
     return 0
 
 
-def _figures(exp, run, epoch, history, final):
-    """Draw without touching the training's random streams: whatever noise the
-    figures draw, the next epoch sees the same numbers as in a run without them
-    (and as a resumed run, whose checkpoint was saved before the figures)."""
-    saved = run.backend.rng_state(), run.rng.bit_generator.state
-    with mg.no_grad():
-        exp.figures(epoch, history, final)
-    run.backend.set_rng_state(saved[0])
-    run.rng.bit_generator.state = saved[1]
-
-
-def _train_epoch(exp, run, loader, epoch):
-    t0 = time.perf_counter()
+def train_epoch(train_step, batches, bar=None):
+    """The training loop: ``train_step(x, y)`` on every batch (x, y) of ``batches``;
+    returns each float it reported, averaged over the examples (a batch that
+    reports nothing still counts its examples)."""
     sums, n = {}, 0
-    bar = None
-    if not run.quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{run.args.epochs}", leave=False,
-                   unit="batch")
-    for x, y in loader:
-        out = exp.train_step(x, y)
+    for x, y in batches:
+        out = train_step(x, y)
         b = x.shape[0]
         n += b
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v) * b
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({k: f"{sums[k] / n:.4g}" for k in list(sums)[:2]},
-                            ex_s=f"{n / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix({k: f"{sums[k] / n:.4g}" for k in list(sums)[:2]})
     if bar is not None:
         bar.close()
-    train_time = time.perf_counter() - t0
-    record = {"epoch": epoch, "_t0": t0}
-    record.update({k: v / max(n, 1) for k, v in sums.items()})
-    record["train_time_s"] = round(train_time, 3)
-    record["examples_per_s"] = round(n / train_time, 1) if train_time > 0 else None
-    return record
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _progress_bar(run, loader, epoch):
+    if run.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=len(loader), desc=f"epoch {epoch}/{run.args.epochs}", leave=False,
+                unit="batch")
+
+
+def _figures(exp, run, epoch, history, final):
+    before = run.backend.rng_state(), run.rng.bit_generator.state
+    exp.figures(epoch, history, final)
+    if (run.backend.rng_state(), run.rng.bit_generator.state) != before:
+        raise RuntimeError(f"{type(exp).__name__}.figures drew from the run's random streams "
+                           "after the checkpoint was written, so a resumed run would differ; "
+                           "draw figure noise from np.random.default_rng(args.seed)")
 
 
 def _floats(d):
@@ -394,37 +467,41 @@ def _append(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+# ----------------------------------------------------------------------------- checkpoints
 def _state(exp, run, loader, epoch, history):
+    """Everything --resume needs: the declared attributes, the random streams, the
+    data order, the epoch and the history."""
+    state = {}
+    for k in exp.checkpoint:
+        obj = getattr(exp, k)
+        state[k] = obj.state_dict() if hasattr(obj, "state_dict") else obj
     return {
         "model": exp.name,
         "epoch": epoch,
         "history": history,
         "args": {k: v for k, v in vars(run.args).items()
                  if isinstance(v, (int, float, str, bool, type(None)))},
-        "state": {k: v.state_dict() for k, v in exp._stateful().items()},
-        "extra": exp.state_dict_extra(),
+        "state": state,
         "rng": {"backend": run.backend.rng_state(), "run": run.rng.bit_generator.state,
                 "loader": loader.state_dict()},
     }
 
 
-def _save(exp, run, loader, epoch, history, path):
-    mg.save(_state(exp, run, loader, epoch, history), path)
-
-
 def _restore(exp, run, loader, ckpt):
-    stateful = exp._stateful()
-    missing = set(stateful) - set(ckpt["state"])
+    missing = set(exp.checkpoint) - set(ckpt["state"])
     if missing:
         raise UsageError(f"--resume: the checkpoint has no state for {sorted(missing)}; "
                          "was it written with other model options?")
     try:
-        for k, obj in stateful.items():
-            obj.load_state_dict(ckpt["state"][k])
+        for k in exp.checkpoint:
+            obj = getattr(exp, k)
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(ckpt["state"][k])
+            else:
+                setattr(exp, k, ckpt["state"][k])
     except (KeyError, ValueError, RuntimeError) as e:
         raise UsageError(f"--resume: the checkpoint does not fit this model ({e}); "
                          "use the same model options as the run that wrote it") from None
-    exp.load_state_dict_extra(ckpt.get("extra") or {})
     run.backend.set_rng_state(ckpt["rng"]["backend"])
     run.rng.bit_generator.state = ckpt["rng"]["run"]
     loader.load_state_dict(ckpt["rng"]["loader"])

@@ -324,6 +324,25 @@ def random_partners(mask, be):
     return xp.argmax(xp.where(mask, u, -1.0), axis=1)
 
 
+def balanced_pairs(labels):
+    """In-batch balanced pairs for the contrastive loss: every anchor i that has
+    another example of its class and one of another class in the batch gets one
+    random same-class partner (Y = 1) and one random other-class partner (Y = 0),
+    drawn with the backend's seeded generator. Returns index tensors (first,
+    second) and the float 0/1 labels Y, with as many positive as negative pairs."""
+    pos, neg = same_class_masks(labels)
+    be = labels._backend
+    xp = be.xp
+    pos_partner, neg_partner = random_partners(pos, be), random_partners(neg, be)
+    (anchor,) = xp.nonzero(xp.any(pos, axis=1) & xp.any(neg, axis=1))
+    first = xp.concat([anchor, anchor])
+    second = xp.concat([xp.take(pos_partner, anchor), xp.take(neg_partner, anchor)])
+    n = anchor.shape[0]
+    same = xp.concat([be.ones((n,), "float32"), be.zeros((n,), "float32")])
+    return (mg.Tensor(first, backend=be), mg.Tensor(second, backend=be),
+            mg.Tensor(same, backend=be))
+
+
 MINERS = {"hard": mine_batch_hard, "semihard": mine_semihard, "random": mine_random}
 
 
@@ -368,7 +387,9 @@ def batch_triplet_loss(embeddings, labels, alpha=0.2, mining="semihard", reducti
 import minigrad.functional as _F
 
 
-def _gan_bce_mean(logits, target_value):
+def gan_bce(logits, target_value):
+    """Mean BCE of discriminator logits against one target for the whole batch
+    (1.0: "real", 0.0: "fake"), from logits."""
     target = _gan_full_like(logits, target_value)
     return _F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
 
@@ -380,15 +401,15 @@ def _gan_full_like(t, value):
 def gan_discriminator_loss(real_logits, fake_logits):
     """L_D = -E[log D(x)] - E[log(1 - D(G(z)))] = mean BCE(real, 1) + mean BCE(fake, 0),
     from logits (stable for any logit). Returns a scalar Tensor."""
-    return _gan_bce_mean(real_logits, 1.0) + _gan_bce_mean(fake_logits, 0.0)
+    return gan_bce(real_logits, 1.0) + gan_bce(fake_logits, 0.0)
 
 
 def gan_generator_loss(fake_logits, saturating=False):
     """Non-saturating L_G = -E[log D(G(z))] = mean BCE(fake, 1) (default), or with
     ``saturating=True`` the minimax form E[log(1 - D(G(z)))] = -mean BCE(fake, 0)."""
     if saturating:
-        return -_gan_bce_mean(fake_logits, 0.0)
-    return _gan_bce_mean(fake_logits, 1.0)
+        return -gan_bce(fake_logits, 0.0)
+    return gan_bce(fake_logits, 1.0)
 
 
 def wgan_critic_loss(real_scores, fake_scores):

@@ -27,6 +27,7 @@ real images, which is what a perfect generator would score.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 
@@ -34,6 +35,8 @@ import numpy as np  # host-side: (d,) means and (d, d) covariances from Tensor.n
 from scipy import linalg  # host-side: matrix square root on host arrays
 
 import minigrad as mg
+from models.cli import non_negative_int
+from models.evaluation import evaluating, load_pretrained_classifier
 
 
 # ----------------------------------------------------------------------------- Frechet distance
@@ -123,18 +126,14 @@ def inception_score_from_probs(probs):
 # ----------------------------------------------------------------------------- on a classifier
 def classifier_outputs(classifier, images, batch_size=500):
     """(features (N, d), logits (N, C)) of ``classifier`` on (N, 1, 28, 28) images
-    (a Tensor on the classifier's backend), in batches, without a graph.
+    (a Tensor on the classifier's backend), in batches, in eval mode without a graph.
     The classifier needs ``features(x)`` (penultimate layer) and ``__call__`` (logits)."""
     feats, logits = [], []
-    was_training = getattr(classifier, "training", False)
-    classifier.eval()
-    with mg.no_grad():
+    with evaluating(classifier):
         for start in range(0, images.shape[0], batch_size):
             x = images[start:min(start + batch_size, images.shape[0])]  # in-bounds stop: Array API
             feats.append(classifier.features(x))
             logits.append(classifier(x))
-    if was_training:
-        classifier.train()
     return mg.cat(feats, axis=0), mg.cat(logits, axis=0)
 
 
@@ -152,16 +151,13 @@ class SampleQuality:
 
     def __init__(self, run, n=1000, classifier=None):
         self.run = run
-        if classifier is None:
-            from models.classifier import load_pretrained_classifier
-            with mg.enable_grad():   # it may train one, and evaluate() runs under no_grad
-                classifier = load_pretrained_classifier(run)
-        self.classifier = classifier
+        self.classifier = classifier if classifier is not None else \
+            load_pretrained_classifier(run)
         self.n = min(int(n), run.data.test_x.shape[0])
         if self.n < 2:
             raise ValueError(f"SampleQuality: needs at least 2 test images, got {self.n}")
         real = run.tensor(run.data.test_x[:self.n])
-        feats, logits = classifier_outputs(classifier, real)
+        feats, logits = classifier_outputs(self.classifier, real)
         mu, cov = gaussian_fit(feats)
         self.real_mu, self.real_cov = mu.numpy(), cov.numpy()
         self.real_inception_score = inception_score(logits)
@@ -182,16 +178,21 @@ class SampleQuality:
 
 
 # ----------------------------------------------------------------------------- the CLI flag
+def sample_count(text):
+    """argparse type of --metric-samples: 0 (skip the metrics), or at least 2 (a
+    covariance needs two samples)."""
+    n = non_negative_int(text)
+    if n == 1:
+        raise argparse.ArgumentTypeError("must be 0 (skip) or >= 2 (a covariance needs two "
+                                         "samples), got 1")
+    return n
+
+
 def add_sample_quality_argument(parser):
     """``--metric-samples``: one flag, the same for every generative model."""
-    parser.add_argument("--metric-samples", type=int, default=1000,
+    parser.add_argument("--metric-samples", type=sample_count, default=1000,
                         help="generated images for classifier-FID / inception score "
-                             "(default: 1000; 0 skips them)")
-
-
-def check_sample_quality_argument(args):
-    if args.metric_samples < 0 or args.metric_samples == 1:
-        raise ValueError(f"--metric-samples must be 0 or >= 2, got {args.metric_samples}")
+                             "(0 skips them)")
 
 
 def final_sample_quality(quality, samples):

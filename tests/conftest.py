@@ -85,7 +85,7 @@ def tiny_classifier(tmp_path, monkeypatch):
     """An untrained width-4 toolkit classifier on disk (``$MINIGRAD_CLASSIFIER_DIR``),
     so that the sample-quality metrics and label fidelity never train one, nor read or
     write ``runs/`` in the working directory."""
-    from models.classifier import ConvNet
+    from models.blocks import ConvNet
     folder = tmp_path / "clf"
     folder.mkdir()
     with mg.backend("numpy"):

@@ -8,7 +8,8 @@ import minigrad as mg
 import minigrad.functional as F
 from minigrad import optim
 from minigrad.data import DataLoader, TensorDataset, load_dataset
-from models.classifier import ConvNet, accuracy, load_pretrained_classifier
+from models.blocks import ConvNet
+from models.evaluation import accuracy, load_pretrained_classifier
 
 
 def test_short_training_beats_chance_by_far():
@@ -32,8 +33,8 @@ def test_short_training_beats_chance_by_far():
 
 
 def test_pretrained_classifier_is_saved_and_reloaded(tmp_path, monkeypatch):
-    from models import classifier
-    monkeypatch.setattr(classifier, "_CACHE", {})
+    from models import evaluation
+    monkeypatch.setattr(evaluation, "_CACHE", {})
     d = load_dataset("mnist-10k")
     d.train_x, d.train_y = d.train_x[:256], d.train_y[:256]
     monkeypatch.setattr("minigrad.data.load_dataset", lambda name, data_dir=None: d)
@@ -42,7 +43,7 @@ def test_pretrained_classifier_is_saved_and_reloaded(tmp_path, monkeypatch):
     path = tmp_path / "clf.npz"
     model = load_pretrained_classifier(run, path=path, epochs=1)
     assert path.is_file() and not model.training
-    classifier._CACHE.clear()
+    evaluation._CACHE.clear()
     again = load_pretrained_classifier(run, path=path, train_if_missing=False)
     x = mg.tensor(d.test_x[:4])
     assert (again(x) - model(x)).abs().max().item() == 0.0
@@ -54,8 +55,8 @@ def test_pretrained_classifier_from_a_backend_name_and_a_cli_checkpoint(tmp_path
                                                                          backend_name):
     """The contract's ``load_pretrained_classifier(run_or_backend, path)``: a backend name
     and the CLI's checkpoint.npz give the same network as the run's weights file."""
-    from models import classifier
-    monkeypatch.setattr(classifier, "_CACHE", {})
+    from models import classifier, evaluation
+    monkeypatch.setattr(evaluation, "_CACHE", {})
     out = tmp_path / "clf"
     assert classifier.run_cli(classifier.Classifier, [
         "--backend", backend_name, "--epochs", "1", "--limit", "64", "--width", "2",

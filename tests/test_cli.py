@@ -1,15 +1,19 @@
-"""The shared model CLI (models/cli.py): outputs, exact resume, Ctrl-C, usage errors."""
+"""The shared model CLI (models/cli.py): outputs, exact resume (of a toy model and of
+every model in models/), Ctrl-C, usage errors, the contract's rules, folder names."""
+import importlib
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np  # host-side: the toy model's figure noise
 import pytest
 
 import minigrad as mg
 import minigrad.functional as F
 from minigrad import nn, optim
-from models.cli import Experiment, run_cli
+from models.cli import Experiment, positive_int, run_cli
+from models.evaluation import evaluating
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,16 +24,16 @@ class Tiny(Experiment):
 
     name = "tiny"
     defaults = dict(epochs=2, batch_size=32, lr=0.05)
+    checkpoint = ("model", "opt")
     interrupt_at = None
+    figure_noise = "own"            # "own": np.random.default_rng; "run": mg.randn (wrong)
 
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("--hidden", type=int, default=16)
+        parser.add_argument("--hidden", type=positive_int, default=16, help="hidden units")
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        if args.hidden < 1:
-            raise ValueError(f"--hidden must be positive, got {args.hidden}")
         self.model = nn.Sequential(nn.AvgPool2d(4), nn.Flatten(), nn.Linear(49, args.hidden),
                                    nn.ReLU(), nn.Dropout(0.2), nn.Linear(args.hidden, 10))
         self.opt = optim.SGD(self.model.parameters(), lr=args.lr, momentum=0.9)
@@ -48,7 +52,11 @@ class Tiny(Experiment):
     def evaluate(self, epoch):
         x = self.run.tensor(self.run.data.test_x)
         y = self.run.tensor(self.run.data.test_y)
-        return {"test_loss": F.cross_entropy(self.model(x), y).item()}
+        with evaluating(self.model):
+            assert not self.model.training and not mg.is_grad_enabled()
+            loss = F.cross_entropy(self.model(x), y).item()
+        assert self.model.training and mg.is_grad_enabled()     # restored afterwards
+        return {"test_loss": loss}
 
     def final(self):
         return {"done": 1}
@@ -58,7 +66,11 @@ class Tiny(Experiment):
         fig, ax = plt.subplots()
         ax.plot([h["epoch"] for h in history if not h.get("final")],
                 [h["loss"] for h in history if not h.get("final")])
-        mg.randn(3)   # figures may draw noise: it must not change training
+        # figure noise comes from a generator of the figure's own, never the run's streams
+        if Tiny.figure_noise == "own":
+            np.random.default_rng(self.args.seed).standard_normal(3)
+        else:
+            mg.randn(3)
         self.run.savefig(fig, "tiny_loss.png")
 
 
@@ -71,7 +83,10 @@ def _lines(path):
 
 
 def test_a_run_writes_metrics_checkpoint_and_figures(tmp_path, backend_name):
-    assert _run(tmp_path, "--backend", backend_name) == 0
+    other = "strict" if backend_name == "numpy" else "numpy"
+    with mg.backend(other):
+        assert _run(tmp_path, "--backend", backend_name) == 0
+        assert mg.get_backend().name == other             # the caller's backend again
     out = tmp_path / "run"
     lines = _lines(out / "metrics.jsonl")
     assert [r["epoch"] for r in lines] == [1, 2, 2] and lines[-1]["final"] and lines[-1]["done"] == 1
@@ -119,14 +134,15 @@ def test_ctrl_c_in_the_first_epoch_names_no_stale_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--epochs", "-1"], "--epochs must be >= 0"),
-    (["--batch-size", "0"], "--batch-size must be positive"),
-    (["--lr", "abc"], "--lr must be a number"),
+    (["--epochs", "-1"], "argument --epochs: must be an integer >= 0, got -1"),
+    (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+    (["--lr", "abc"], "argument --lr: must be a number > 0, got 'abc'"),
+    (["--lr", "0"], "argument --lr: must be a number > 0, got 0"),
     (["--dataset", "cifar"], "invalid choice"),
     (["--backend", "cupy"], "pip install"),
     (["--data-dir", "/no/such/dir"], "not a readable directory"),
     (["--resume", "/no/such/checkpoint.npz"], "no checkpoint"),
-    (["--hidden", "0"], "--hidden must be positive"),
+    (["--hidden", "0"], "argument --hidden: must be an integer >= 1, got 0"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
@@ -151,3 +167,95 @@ def test_command_line_exit_status_and_no_traceback(tmp_path):
     h = subprocess.run([sys.executable, "-m", "models.classifier", "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert h.returncode == 0 and "--resume" in h.stdout and "strict" not in h.stdout
+
+
+def test_a_figure_that_draws_from_the_run_streams_is_refused(tmp_path):
+    # it would run after the checkpoint is written, so a resumed run would differ
+    Tiny.figure_noise = "run"
+    try:
+        with pytest.raises(RuntimeError, match="figures drew from the run's random streams"):
+            _run(tmp_path, "--epochs", "1")
+    finally:
+        Tiny.figure_noise = "own"
+
+
+def test_only_declared_state_is_checkpointed_and_a_wrong_declaration_is_named(tmp_path):
+    class Undeclared(Tiny):
+        checkpoint = ("model", "opt", "no_such_attribute")
+
+    with pytest.raises(AttributeError, match="no_such_attribute"):
+        run_cli(Undeclared, ["--limit", "64", "--quiet", "--out", str(tmp_path)])
+
+
+def test_default_folder_names_what_differs_from_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(Tiny, ["--limit", "64", "--epochs", "1", "--quiet"]) == 0
+    assert run_cli(Tiny, ["--limit", "64", "--epochs", "1", "--quiet", "--hidden", "8",
+                          "--lr", "0.01"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \
+        ["tiny-epochs1-limit64", "tiny-epochs1-lr0.01-limit64-hidden8"]
+    # --resume continues in the checkpoint's folder
+    ckpt = tmp_path / "runs" / "tiny-epochs1-limit64" / "checkpoint.npz"
+    assert run_cli(Tiny, ["--limit", "64", "--epochs", "2", "--quiet", "--resume", str(ckpt)]) == 0
+    lines = _lines(ckpt.parent / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [1, 2, 2]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_help_shows_every_default(capsys):
+    assert run_cli(Tiny, ["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("--epochs EPOCHS number of training epochs (default: 2)",
+                 "(default: 32)", "(default: 0.05)", "--hidden HIDDEN hidden units (default: 16)"):
+        assert text in out, text
+
+
+# ----------------------------------------------------------------------------- every model
+# The smallest settings of every command, and the flags that keep its metrics cheap.
+MODELS = {
+    "autoencoder": ("autoencoder", "AutoencoderExperiment", ["--hidden", "8"]),
+    "autoencoder-conv": ("autoencoder", "AutoencoderExperiment", ["--arch", "conv",
+                                                                  "--hidden", "2"]),
+    "vae": ("vae", "VAE", ["--hidden", "8", "--iw-samples", "2", "--metric-samples", "20"]),
+    "cvae": ("cvae", "CVAE", ["--hidden", "8", "--fidelity-samples", "2", "--iw-samples", "2",
+                              "--metric-samples", "20"]),
+    "gan": ("gan", "GAN", ["--width", "2", "--z-dim", "4", "--metric-samples", "20"]),
+    "gan-wgan-gp": ("gan", "GAN", ["--loss", "wgan-gp", "--n-critic", "2", "--width", "2",
+                                   "--z-dim", "4", "--metric-samples", "0"]),
+    "vaegan": ("vaegan", "VAEGAN", ["--width", "2", "--latent-dim", "4",
+                                    "--metric-samples", "20"]),
+    "siamese": ("siamese", "Siamese", ["--width", "2", "--hidden", "8"]),
+    "siamese-triplet": ("siamese", "Siamese", ["--width", "2", "--hidden", "8",
+                                               "--loss", "triplet", "--mining", "random"]),
+    "transfer": ("transfer", "Transfer", ["--width", "2", "--feature-dim", "8", "--steps", "3",
+                                          "--labels-per-class", "2", "5"]),
+    "classifier": ("classifier", "Classifier", ["--width", "2"]),
+}
+_TIMES = ("time_s", "train_time_s", "examples_per_s")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_resumes_exactly(name, tmp_path, tiny_classifier):
+    """'2 epochs' == '1 epoch, --resume, 1 epoch': every number of every epoch and of
+    the final record, so each model's declared checkpoint holds all its state."""
+    module, cls_name, flags = MODELS[name]
+    cls = getattr(importlib.import_module(f"models.{module}"), cls_name)
+
+    def run(out, epochs, *extra):
+        argv = ["--limit", "96", "--batch-size", "32", "--quiet", "--epochs", str(epochs),
+                "--out", str(tmp_path / out), *flags, *extra]
+        assert run_cli(cls, argv) == 0
+
+    run("straight", 2)
+    run("split", 1)
+    run("split", 2, "--resume", str(tmp_path / "split" / "checkpoint.npz"))
+    straight, split = (_lines(tmp_path / d / "metrics.jsonl") for d in ("straight", "split"))
+    assert [r["epoch"] for r in split] == [1, 2, 2] and split[-1]["final"]
+    for a, b in zip(straight, split):
+        a, b = ({k: v for k, v in r.items() if k not in _TIMES} for r in (a, b))
+        assert a == b
+    assert len(straight[-1]) > 2 or name.startswith("autoencoder") or name in (
+        "classifier", "gan-wgan-gp")                       # a final record with numbers
+    # every figure is <model>_<what>.png
+    pngs = [p.name for p in (tmp_path / "split").glob("*.png")]
+    assert pngs and all(p.startswith(cls.name + "_") for p in pngs), pngs

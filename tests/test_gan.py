@@ -230,15 +230,17 @@ def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier
     _finite(recs[:1], ["loss_d", "loss_g", "fid", "inception_score"])
     _finite(recs[1:], ["gan_fid", "gan_inception_score", "real_fid", "real_inception_score"])
     assert recs[1]["real_fid"] < recs[1]["gan_fid"]       # real images beat an untrained G
-    for f in ("gan_samples.png", "gan_samples_epoch001.png", "gan_progress.png",
-              "gan_curves.png", "checkpoint.npz"):
+    for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png", "checkpoint.npz"):
         assert (out / f).stat().st_size > 0, f
     argv = _gan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
     argv[argv.index("--epochs") + 1] = "2"
     assert run_cli(GAN, argv) == 0
     recs = _records(out)
     assert [r["epoch"] for r in recs if not r.get("final")] == [1, 2]
-    assert (out / "gan_samples_epoch002.png").exists()
+    # the progress strip's samples are checkpointed: one row of 12 per epoch
+    progress = mg.load(out / "checkpoint.npz")["state"]["progress"]
+    assert [e for e, _ in progress] == [1, 2] and all(s.shape == (12, 1, 28, 28)
+                                                      for _, s in progress)
 
 
 def test_wgan_gp_trains_without_nans(tmp_path):
@@ -287,8 +289,9 @@ def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classif
 def test_vaegan_encoder_and_decoder_get_their_own_losses(backend_name):
     # the encoder's gradient is that of KL + L_llike only: no GAN term reaches it
     from models.losses import gaussian_kl
-    from models.vaegan import FeatureDiscriminator, VAEGANModel, feature_nll
-    m, dis = VAEGANModel(4, 4), FeatureDiscriminator(4)
+    from models.blocks import Discriminator, VAEModel
+    from models.vaegan import feature_nll
+    m, dis = VAEModel("conv", 4, 4), Discriminator(4)
     x = mg.rand(5, 1, 28, 28)
     eps = mg.randn(5, 4)
     mu, logvar = m.encode(x)

@@ -308,6 +308,8 @@ def test_batch_triplet_loss_matches_mined_formula_and_gradcheck(backend_name):
 
 
 # ----------------------------------------------------------------------------- the model
+from models import evaluation as E  # noqa: E402
+from models import figures as FIG  # noqa: E402
 from models import siamese as S  # noqa: E402
 
 
@@ -353,29 +355,29 @@ def test_weight_sharing_both_branches_accumulate_into_one_parameter_set(backend_
 def test_balanced_pairs_in_a_batch(backend_name):
     y = np.array([0, 0, 1, 1, 1, 2, 3, 3, 0, 2])
     mg.manual_seed(3)
-    first, second, same = S.balanced_pairs(_labels(y))
+    first, second, same = L.balanced_pairs(_labels(y))
     f, s, sm = first.numpy(), second.numpy(), same.numpy()
     assert len(f) == 2 * len(y) and sm.sum() == len(y) == (sm == 0).sum()
     assert np.all((y[f] == y[s]) == (sm == 1)) and np.all(f != s)
     mg.manual_seed(3)
-    again = S.balanced_pairs(_labels(y))
+    again = L.balanced_pairs(_labels(y))
     assert np.array_equal(again[1].numpy(), s)
     # a class with one member has no positive partner: it is left out, balance kept
     y2 = np.array([0, 0, 1, 2, 2, 2])
-    f2, s2, sm2 = (t.numpy() for t in S.balanced_pairs(_labels(y2)))
+    f2, s2, sm2 = (t.numpy() for t in L.balanced_pairs(_labels(y2)))
     assert 2 not in f2.tolist() and sm2.sum() == (sm2 == 0).sum() == 5
 
 
 def test_fixed_test_pairs_and_triplets_are_balanced_valid_and_fixed():
     y = np.random.default_rng(11).integers(0, 10, size=500)
     y[7] = 10                                            # a class of one
-    first, second, same = S.fixed_pairs(y, 300)
+    first, second, same = E.verification_pairs(y, 300, seed=1)
     assert same.sum() == 300 and len(same) == 600
     assert np.all((y[first] == y[second]) == (same == 1)) and np.all(first != second)
-    assert np.array_equal(S.fixed_pairs(y, 300)[1], second)
-    a, p, n = S.fixed_triplets(y, 400)
+    assert np.array_equal(E.verification_pairs(y, 300, seed=1)[1], second)
+    a, p, n = E.verification_triplets(y, 400, seed=2)
     assert np.all(y[a] == y[p]) and np.all(a != p) and np.all(y[a] != y[n])
-    assert np.array_equal(S.fixed_triplets(y, 400)[2], n)
+    assert np.array_equal(E.verification_triplets(y, 400, seed=2)[2], n)
 
 
 def test_roc_auc_and_best_threshold_match_brute_force():
@@ -384,12 +386,12 @@ def test_roc_auc_and_best_threshold_match_brute_force():
     dist = np.round(rng.normal(size=200) + 1.5 * (1 - same), 1)      # rounded: ties
     pos, neg = -dist[same == 1], -dist[same == 0]
     want_auc = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
-    assert np.isclose(S.roc_auc(-dist, same), want_auc, rtol=1e-12)
+    assert np.isclose(E.roc_auc(-dist, same), want_auc, rtol=1e-12)
     cands = np.r_[dist.min() - 1, np.unique(dist)]
     want_acc = max(np.mean((dist <= t) == (same == 1)) for t in cands)
-    acc, t = S.best_threshold_accuracy(dist, same)
+    acc, t = E.best_threshold_accuracy(dist, same)
     assert np.isclose(acc, want_acc) and np.isclose(np.mean((dist <= t) == (same == 1)), acc)
-    assert S.roc_auc([0.0, 1.0], [0, 1]) == 1.0 and S.roc_auc([1.0, 0.0], [0, 1]) == 0.0
+    assert E.roc_auc([0.0, 1.0], [0, 1]) == 1.0 and E.roc_auc([1.0, 0.0], [0, 1]) == 0.0
 
 
 def test_knn_matches_brute_force(backend_name):
@@ -403,21 +405,32 @@ def test_knn_matches_brute_force(backend_name):
             nn_lab = train_y[np.argsort(row)[:k]]
             votes = np.bincount(nn_lab, minlength=4) + 0.5 * (np.arange(4) == nn_lab[0])
             want.append(np.argmax(votes))
-        got = S.knn_predict(_t(train), _labels(train_y), _t(query), k=k, n_classes=4, chunk=7)
+        got = E.knn_predict(_t(train), _labels(train_y), _t(query), k=k, n_classes=4, chunk=7)
         assert np.array_equal(got.numpy(), want)
-    acc = S.knn_accuracy(_t(train), _labels(train_y), _t(train), _labels(train_y), 1, 4)
+    acc = E.knn_accuracy(_t(train), _labels(train_y), _t(train), _labels(train_y), 1, 4)
     assert acc == 1.0                                    # every point is its own neighbour
 
 
-def test_pca_projection_matches_numpy_svd(backend_name):
+def test_lda_projection_matches_the_textbook_solution_and_separates_classes():
+    """Fisher's discriminant directions are the top eigenvectors of Sw^-1 Sb; on three
+    classes that differ along a low-variance axis, LDA separates what PCA would not."""
     rng = np.random.default_rng(14)
-    e = rng.normal(size=(50, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])
-    got = S.pca_2d(_t(e))
-    c = e - e.mean(0)
-    want = c @ np.linalg.svd(c, full_matrices=False)[2][:2].T
-    assert got.shape == (50, 2)
-    assert np.allclose(np.abs(got), np.abs(want), atol=1e-9)           # up to sign per axis
-    assert np.allclose(S.pca_2d(_t(e[:, :2])), e[:, :2])
+    means = np.zeros((3, 5))
+    means[:, 4] = [-1.0, 0.0, 1.0]                        # the classes differ along axis 4
+    y = np.repeat(np.arange(3), 200)
+    x = means[y] + rng.normal(size=(600, 5)) * np.array([5.0, 3.0, 2.0, 1.0, 0.1])
+    got = FIG.lda_projection(x, y, x, dims=2)
+    mean = x.mean(0)
+    sw = sum((x[y == c] - x[y == c].mean(0)).T @ (x[y == c] - x[y == c].mean(0)) for c in range(3))
+    sb = sum(200 * np.outer(x[y == c].mean(0) - mean, x[y == c].mean(0) - mean) for c in range(3))
+    w, v = np.linalg.eig(np.linalg.solve(sw, sb))
+    top = np.real(v[:, np.argsort(-np.real(w))[:2]])
+    want = (x - mean) @ top
+    for i in range(2):       # the same directions, up to scale and sign
+        assert abs(np.corrcoef(got[:, i], want[:, i])[0, 1]) > 0.999
+    # class means far apart on the first axis, relative to the spread in a class
+    m = [got[y == c, 0].mean() for c in range(3)]
+    assert min(abs(m[0] - m[1]), abs(m[1] - m[2])) > 3 * got[y == 0, 0].std()
 
 
 # ----------------------------------------------------------------------------- training and the CLI
@@ -440,7 +453,7 @@ def _knn1(net, train_x, train_y, test_x, test_y):
         net.eval()
         tr, te = net(mg.from_numpy(train_x)), net(mg.from_numpy(test_x))
         net.train()
-    return S.knn_accuracy(tr, _labels(train_y), te, _labels(test_y), k=1)
+    return E.knn_accuracy(tr, _labels(train_y), te, _labels(test_y), k=1)
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "triplet"])
@@ -459,7 +472,7 @@ def test_short_training_improves_held_out_1nn_over_the_untrained_encoder(backend
             x, y = mg.from_numpy(train_x[b]), _labels(train_y[b])
             e = net(x)
             if loss == "contrastive":
-                first, second, same = S.balanced_pairs(y)
+                first, second, same = L.balanced_pairs(y)
                 value = L.contrastive_loss(e[first], e[second], same, margin=1.0)
             else:
                 value, _ = L.batch_triplet_loss(e, y, alpha=1.0, mining="semihard")
@@ -480,7 +493,8 @@ def _records(tmp_path):
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
-FIGURES = ("embedding.png", "distances.png", "loss.png", "retrieval.png")
+FIGURES = ("siamese_embedding.png", "siamese_distances.png", "siamese_loss.png",
+           "siamese_retrieval.png")
 
 
 def test_cli_writes_metrics_and_figures_and_resumes(tmp_path):

@@ -8,10 +8,16 @@ import pytest
 
 import minigrad as mg
 from models.cli import run_cli
-from models.transfer import Transfer, build_trunk, nearest_neighbour_accuracy, new_head
+from models.evaluation import pixel_knn_accuracy
+from models.transfer import Transfer, build_trunk, new_head
 
 
-def test_nearest_neighbour_matches_brute_force(backend_name):
+class _Run:
+    def tensor(self, a):
+        return mg.from_numpy(np.ascontiguousarray(a))
+
+
+def test_raw_pixel_nearest_neighbour_matches_brute_force(backend_name):
     rng = np.random.default_rng(0)
     train_x = rng.uniform(size=(30, 1, 4, 4)).astype(np.float32)
     train_y = rng.integers(0, 3, size=30)
@@ -19,12 +25,10 @@ def test_nearest_neighbour_matches_brute_force(backend_name):
     test_y = rng.integers(0, 3, size=17)
     d = ((test_x.reshape(17, 1, -1) - train_x.reshape(1, 30, -1)) ** 2).sum(-1)
     ref = float((train_y[d.argmin(1)] == test_y).mean())
-    got = nearest_neighbour_accuracy(mg.from_numpy(train_x), mg.from_numpy(train_y),
-                                     mg.from_numpy(test_x), mg.from_numpy(test_y), batch_size=5)
+    got = pixel_knn_accuracy(_Run(), train_x, train_y, test_x, test_y, 1, 3)
     assert got == pytest.approx(ref)
     # the training set classifies itself perfectly
-    assert nearest_neighbour_accuracy(mg.from_numpy(train_x), mg.from_numpy(train_y),
-                                      mg.from_numpy(train_x), mg.from_numpy(train_y)) == 1.0
+    assert pixel_knn_accuracy(_Run(), train_x, train_y, train_x, train_y, 1, 3) == 1.0
 
 
 @pytest.mark.parametrize("kind", ["classifier", "autoencoder"])
