@@ -32,7 +32,7 @@ import numpy as np  # host-side: checkpoint files hold host arrays
 from .backend import get_backend
 from .tensor import Tensor
 
-__all__ = ["save", "load", "remove_stale_temporaries"]
+__all__ = ["save", "load", "remove_stale_temporaries", "process_alive"]
 
 _MANIFEST = "__manifest__"
 FORMAT = "minigrad-checkpoint-1"
@@ -222,7 +222,7 @@ def remove_stale_temporaries(directory):
                 and parts[1].isdigit()):
             continue
         pid = int(parts[1])
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             continue
         try:
             os.remove(os.path.join(directory, name))
@@ -232,7 +232,8 @@ def remove_stale_temporaries(directory):
     return removed
 
 
-def _alive(pid):
+def process_alive(pid):
+    """True if a process with this pid runs (the owner of a temporary file or a lock)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -55,16 +55,39 @@ training in models/ too (transfer learning's heads, the toolkit classifier).
 --out defaults to runs/<name> followed by every option that differs from its
 default (``python -m models.vae --latent-dim 2`` writes runs/vae-latent-dim2/);
 with --resume, to the checkpoint's folder. "2 epochs" and "1 epoch, --resume,
-1 epoch" give the same numbers on NumPy. A mistake the user can fix (a bad flag,
-missing data, no GPU, a checkpoint of another model) prints one line and exits
-with status 2, no traceback; Ctrl-C keeps the checkpoint of the last finished
-epoch and says how to resume from it.
+1 epoch" give the same numbers on NumPy.
+
+Nothing is lost
+---------------
+- One run per folder: a run holds <out>/.lock (its pid) until it ends, however it
+  ends; a second run on the folder exits 2 naming the holder; a dead holder's lock
+  is taken over. A new run into a folder that holds an earlier run moves that run's
+  files into <out>/previous/<time>/ first (--overwrite deletes them instead).
+  Temporary files of killed writers are removed at the start.
+- A non-finite loss term stops the run at once with exit status 3 and one line
+  naming the epoch, the step and the term; so do non-finite weights at the end of
+  an epoch. The checkpoint of the last finite epoch stays; nothing non-finite is
+  written as a checkpoint, a figure or a metric. metrics.jsonl is always valid
+  JSON: a non-finite evaluation metric is written as null and listed under
+  "nonfinite".
+- --resume checks the checkpoint before using it (mg.load checks the file; the CLI
+  checks epoch, history, state, random streams and values: a finite float weight
+  for every float weight of the model, positive learning rates). The model options
+  come from the checkpoint; one given on the command line that differs from it is
+  refused, not silently dropped. --epochs is the total: more than the checkpoint's
+  epoch trains on, 0 only evaluates (and exports) the checkpoint, anything in
+  between is refused.
+- A mistake the user can fix (a bad flag, missing or malformed data, no GPU, a bad
+  checkpoint, an unwritable folder) prints one line and exits with status 2, no
+  traceback; Ctrl-C keeps the checkpoint of the last finished epoch and says how to
+  resume from it.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import math
 import os
 import pathlib
 import sys
@@ -75,8 +98,9 @@ import numpy as np  # host-side: data sets and their shuffling live on the host
 import minigrad as mg
 from minigrad.backend import BackendError, get_backend
 from minigrad.data import DataError, DataLoader, TensorDataset, load_dataset
+from minigrad.serialization import process_alive, remove_stale_temporaries
 
-__all__ = ["Experiment", "Run", "run_cli", "train_epoch", "UsageError", "number",
+__all__ = ["Experiment", "Run", "run_cli", "train_epoch", "UsageError", "NonFinite", "number",
            "positive_int", "non_negative_int", "positive_float", "non_negative_float",
            "default_folder"]
 
@@ -85,6 +109,15 @@ DEFAULT_DATASET = "mnist-10k"
 
 class UsageError(Exception):
     """A mistake the user can fix: printed as one line, exit status 2."""
+
+
+class NonFinite(Exception):
+    """Training produced a non-finite number: printed as one line, exit status 3."""
+
+
+# flags that change where or how a run runs, not what it computes: free to differ on --resume
+_RUNTIME_FLAGS = {"help", "backend", "data_dir", "out", "resume", "quiet", "epochs",
+                  "overwrite"}
 
 
 class Experiment:
@@ -215,7 +248,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 # options that do not change what a run computes, so its folder name leaves them out
-_NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet"}
+_NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet", "overwrite"}
 
 
 def build_parser(exp_cls):
@@ -238,7 +271,7 @@ def build_parser(exp_cls):
     g.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help="training examples per step")
     g.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
-    g.add_argument("--seed", type=int, default=d["seed"],
+    g.add_argument("--seed", type=non_negative_int, default=d["seed"],
                    help="seeds every random stream of the run")
     g.add_argument("--out", default=None,
                    help=f"output folder (default: runs/{exp_cls.name}, followed by each option "
@@ -249,6 +282,9 @@ def build_parser(exp_cls):
     g.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="use only the first N training (and at most N test) examples")
     g.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's files in --out instead of moving them into "
+                        "<out>/previous/")
     exp_cls.add_arguments(p.add_argument_group(f"{exp_cls.name} options"))
     return p
 
@@ -286,20 +322,37 @@ def _folder_name(parser, args, name):
 # ----------------------------------------------------------------------------- running
 def run_cli(exp_cls, argv=None) -> int:
     """Parse flags, train, evaluate, write metrics, checkpoints and figures.
-    Returns the exit status (0; 2 for a usage error; 130 after Ctrl-C). The caller's
-    current backend is current again afterwards (a run switches to --backend)."""
-    caller_backend = get_backend().name
+    Returns the exit status (0; 2 for a usage error; 3 when training went non-finite;
+    130 after Ctrl-C). The caller's current backend is current again afterwards (a
+    run switches to --backend)."""
+    try:
+        caller_backend = get_backend()
+    except (BackendError, ValueError):      # a bad $MINIGRAD_BACKEND: --backend decides
+        caller_backend = None
     try:
         parser = build_parser(exp_cls)
         args = parser.parse_args(argv)
+        args.given = _given_flags(exp_cls, argv)
         return _run(exp_cls, args, parser)
     except UsageError as e:
         print(f"{_prog(exp_cls)}: error: {e}", file=sys.stderr)
         return 2
+    except NonFinite as e:
+        print(f"{_prog(exp_cls)}: stopped: {e}", file=sys.stderr)
+        return 3
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
     finally:
-        mg.set_backend(caller_backend)
+        if caller_backend is not None:
+            mg.set_backend(caller_backend.name)
+
+
+def _given_flags(exp_cls, argv):
+    """The options the command line names explicitly (not left at their defaults)."""
+    quiet = build_parser(exp_cls)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
 
 
 def _prog(exp_cls):
@@ -308,6 +361,14 @@ def _prog(exp_cls):
 
 def _setup(exp_cls, args, parser):
     """Everything that can fail because of what the user asked for."""
+    checkpoint = None
+    if args.resume:
+        try:
+            checkpoint = mg.load(args.resume, backend="numpy")
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(f"--resume: {e}") from None
+        _check_checkpoint(checkpoint, exp_cls, args)
+        _take_checkpoint_options(checkpoint, args, parser)
     if args.out is None and args.resume:
         args.out = os.path.dirname(args.resume) or "."      # continue in the run's folder
     elif args.out is None:
@@ -324,19 +385,15 @@ def _setup(exp_cls, args, parser):
     if args.limit:
         data.train_x, data.train_y = data.train_x[:args.limit], data.train_y[:args.limit]
         data.test_x, data.test_y = data.test_x[:args.limit], data.test_y[:args.limit]
-    checkpoint = None
-    if args.resume:
-        try:
-            checkpoint = mg.load(args.resume)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(f"--resume: {e}") from None
-        if checkpoint.get("model") != exp_cls.name:
-            raise UsageError(f"--resume: {args.resume} is a checkpoint of "
-                             f"{checkpoint.get('model')!r}, not {exp_cls.name!r}")
+    out = pathlib.Path(args.out)
     try:
-        pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as e:
-        raise UsageError(f"--out {args.out}: {e.strerror}") from None
+        raise UsageError(f"--out {args.out}: cannot write there ({e.strerror}); choose "
+                         "another --out") from None
     run = Run(args, exp_cls.name, data)
     try:
         exp = exp_cls(args, run)
@@ -351,16 +408,152 @@ def _setup(exp_cls, args, parser):
     return run, exp, checkpoint
 
 
+def _check_checkpoint(ckpt, exp_cls, args):
+    """The structure a checkpoint of this CLI has, and values a run can continue from."""
+    where = f"--resume {args.resume}"
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{where}: not a checkpoint of this CLI (its root is a "
+                         f"{type(ckpt).__name__})")
+    if "model" in ckpt and ckpt["model"] != exp_cls.name:
+        raise UsageError(f"{where} is a checkpoint of {ckpt['model']!r}, not "
+                         f"{exp_cls.name!r}")
+    for key, kind in (("model", str), ("epoch", int), ("history", list), ("args", dict),
+                      ("state", dict), ("rng", dict)):
+        if key not in ckpt:
+            raise UsageError(f"{where}: the checkpoint has no {key!r}; was it written by "
+                             "this CLI?")
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            raise UsageError(f"{where}: {key!r} is a {type(ckpt[key]).__name__}, expected "
+                             f"a {kind.__name__}")
+    epoch = ckpt["epoch"]
+    if epoch < 0:
+        raise UsageError(f"{where}: epoch {epoch} is negative")
+    records = [h for h in ckpt["history"] if isinstance(h, dict) and not h.get("final")]
+    if len(records) != len(ckpt["history"]) or len(records) != epoch or any(
+            h.get("epoch") != i + 1 for i, h in enumerate(records)):
+        raise UsageError(f"{where}: the history does not hold one record per epoch 1..{epoch}")
+    rng = ckpt["rng"]
+    if not all(isinstance(rng.get(k), dict) for k in ("backend", "run", "loader")):
+        raise UsageError(f"{where}: the random-stream states ('rng') are incomplete")
+    given = args.given
+    if "epochs" in given and 0 < args.epochs <= epoch:
+        raise UsageError(f"--epochs {args.epochs}: the checkpoint already holds {epoch} "
+                         f"epochs; --epochs counts the total, so pass more than {epoch} (or "
+                         "0 to evaluate the checkpoint without training)")
+    if "epochs" not in given:
+        args.epochs = max(args.epochs, epoch)
+
+
+def _take_checkpoint_options(ckpt, args, parser):
+    """A resumed run continues the run that wrote the checkpoint: its model options come
+    from the checkpoint, and one given again that differs is refused."""
+    saved = ckpt["args"]
+    for action in parser._actions:
+        dest = action.dest
+        if dest in _RUNTIME_FLAGS or dest not in saved or not action.option_strings:
+            continue
+        value = saved[dest]
+        if dest in args.given and getattr(args, dest) != value:
+            flag = action.option_strings[-1]
+            raise UsageError(f"{flag} {getattr(args, dest)} differs from the checkpoint's "
+                             f"{value}: a resumed run continues with the checkpoint's "
+                             f"settings; drop {flag}, or start a new run without --resume")
+        if isinstance(value, list) and isinstance(getattr(args, dest), tuple):
+            value = tuple(value)
+        setattr(args, dest, value)
+
+
+class _FolderLock:
+    """<out>/.lock holds the running process's pid: one run per folder. A lock whose
+    process is gone (kill -9) is taken over."""
+
+    def __init__(self, folder):
+        self.path = pathlib.Path(folder) / ".lock"
+
+    def __enter__(self):
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and process_alive(pid):
+                    raise UsageError(f"--out {self.path.parent} is in use by another run "
+                                     f"(pid {pid}); wait for it to end, or choose another "
+                                     "--out") from None
+                try:
+                    self.path.unlink()          # its holder is gone
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return self
+        raise UsageError(f"--out {self.path.parent}: could not take {self.path}")
+
+    def __exit__(self, *exc):
+        try:
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+        except OSError:
+            pass
+
+
+_RUN_FILES = ("metrics.jsonl", "checkpoint.npz")
+
+
+def _clear_earlier_run(run, overwrite):
+    """A new run into a folder that holds an earlier run: move that run's outputs into
+    <out>/previous/<time>/ (or delete them with --overwrite); returns where they went."""
+    out = run.out
+    if not any((out / f).exists() for f in _RUN_FILES):
+        return None
+    files = [f for f in out.iterdir() if f.is_file() and f.name not in (".lock",) and
+             (f.name in _RUN_FILES or f.suffix in (".png", ".npz", ".jsonl"))]
+    if overwrite:
+        for f in files:
+            f.unlink()
+        return "deleted"
+    target = out / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    while target.exists():
+        target = target.with_name(target.name + "_")
+    target.mkdir(parents=True)
+    for f in files:
+        f.rename(target / f.name)
+    return target
+
+
 def _run(exp_cls, args, parser):
     import matplotlib
     matplotlib.use("Agg")
     run, exp, checkpoint = _setup(exp_cls, args, parser)
+    # NumPy's overflow warnings would only repeat what the non-finite check says
+    with _FolderLock(run.out), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            return _train(exp, run, args, checkpoint)
+        except PermissionError as e:
+            raise UsageError(f"--out {run.out}: cannot write {e.filename} ({e.strerror})") \
+                from None
+
+
+def _train(exp, run, args, checkpoint):
+    removed = remove_stale_temporaries(run.out)
+    if removed:
+        run.print(f"removed {len(removed)} temporary file(s) a killed run left in {run.out}")
     history, start = [], 1
     loader = run.loader("train")
+    moved = None
     if checkpoint is not None:
-        _restore(exp, run, loader, checkpoint)
+        _restore(exp, run, loader, checkpoint, args)
         history, start = list(checkpoint["history"]), int(checkpoint["epoch"]) + 1
         run.print(f"resumed from {args.resume} after epoch {start - 1}")
+    else:
+        moved = _clear_earlier_run(run, args.overwrite)
+        if moved is not None:
+            run.print(f"an earlier run's files in {run.out} were "
+                      + ("deleted (--overwrite)" if moved == "deleted" else f"moved to {moved}"))
     ckpt_path = run.out / "checkpoint.npz"
     metrics_path = run.out / "metrics.jsonl"
     # metrics.jsonl describes THIS run: a fresh run starts it anew, a resumed one
@@ -368,14 +561,21 @@ def _run(exp_cls, args, parser):
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in history)
     epoch = completed = start - 1
-    # the file that holds epoch `completed`: none yet in a fresh run (a checkpoint.npz
-    # already in --out may be an older run's)
+    # the file that holds epoch `completed`: none yet in a fresh run
     holder = args.resume
     try:
         for epoch in range(start, args.epochs + 1):
             t0 = time.perf_counter()
             record = {"epoch": epoch}
-            record.update(train_epoch(exp.train_step, loader, _progress_bar(run, loader, epoch)))
+            try:
+                record.update(train_epoch(exp.train_step, loader,
+                                          _progress_bar(run, loader, epoch)))
+            except NonFinite as e:
+                raise NonFinite(f"{e} in epoch {epoch}; " + _kept(holder, completed)) from None
+            bad = _nonfinite_weights(exp)
+            if bad:
+                raise NonFinite(f"the weights {bad} are not finite after epoch {epoch}; "
+                                + _kept(holder, completed))
             train_time = time.perf_counter() - t0
             record["train_time_s"] = round(train_time, 3)
             n = len(loader.dataset)
@@ -395,12 +595,19 @@ def _run(exp_cls, args, parser):
         _figures(exp, run, epoch, history, True)
         if len(final) > 2:
             run.print(_summary(final))
-        run.print(f"wrote {metrics_path}, {ckpt_path} and figures in {run.out}/")
+        if start > args.epochs:
+            run.print(f"evaluated {args.resume} (epoch {completed}) without training; wrote "
+                      f"{metrics_path} and figures in {run.out}/")
+        else:
+            run.print(f"wrote {metrics_path}, {ckpt_path} and figures in {run.out}/")
     except KeyboardInterrupt:
         # the checkpoint of the last COMPLETED epoch is already on disk; keep it
         if holder is None:
+            where = f"; the earlier run's files are in {moved}" if moved not in (None,
+                                                                                 "deleted") \
+                else ""
             print(f"\ninterrupted in epoch {epoch}, before any epoch finished: "
-                  "no checkpoint was written", file=sys.stderr)
+                  f"no checkpoint was written{where}", file=sys.stderr)
         else:
             print(f"\ninterrupted: {holder} holds the state after epoch {completed}; "
                   f"continue with --resume {holder}", file=sys.stderr)
@@ -408,17 +615,40 @@ def _run(exp_cls, args, parser):
     return 0
 
 
+def _kept(holder, completed):
+    if holder is None:
+        return "no epoch had finished, so no checkpoint was written; try a smaller --lr"
+    return (f"{holder} keeps the state after epoch {completed}; try a smaller --lr "
+            f"(continue with --resume {holder})")
+
+
+def _nonfinite_weights(exp):
+    """Names of floating tensors in the declared state that hold nan or inf."""
+    bad = []
+    for k in exp.checkpoint:
+        obj = getattr(exp, k)
+        if isinstance(obj, mg.nn.Module):
+            for name, t in obj.state_dict().items():
+                if t.dtype.is_floating_point and not bool(t.isfinite().all()):
+                    bad.append(f"{k}.{name}")
+    return bad
+
+
 def train_epoch(train_step, batches, bar=None):
     """The training loop: ``train_step(x, y)`` on every batch (x, y) of ``batches``;
     returns each float it reported, averaged over the examples (a batch that
-    reports nothing still counts its examples)."""
+    reports nothing still counts its examples). A non-finite float stops it
+    (``NonFinite``, naming the step and the term)."""
     sums, n = {}, 0
-    for x, y in batches:
+    for step, (x, y) in enumerate(batches, 1):
         out = train_step(x, y)
         b = x.shape[0]
         n += b
         for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * b
+            v = float(v)
+            if not math.isfinite(v):
+                raise NonFinite(f"the loss term {k!r} is {v} at step {step}")
+            sums[k] = sums.get(k, 0.0) + v * b
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{sums[k] / n:.4g}" for k in list(sums)[:2]})
@@ -445,11 +675,20 @@ def _figures(exp, run, epoch, history, final):
 
 
 def _floats(d):
-    out = {}
+    """A record of plain JSON values: a non-finite number becomes None and is listed
+    under "nonfinite" (JSON has no nan or infinity)."""
+    out, bad = {}, []
     for k, v in (d or {}).items():
         if isinstance(v, mg.Tensor):
             v = v.item()
-        out[k] = v if isinstance(v, (str, bool, int, type(None), list, dict)) else float(v)
+        if not isinstance(v, (str, bool, int, type(None), list, dict)):
+            v = float(v)
+            if not math.isfinite(v):
+                v = None
+                bad.append(k)
+        out[k] = v
+    if bad:
+        out["nonfinite"] = bad
     return out
 
 
@@ -487,11 +726,18 @@ def _state(exp, run, loader, epoch, history):
     }
 
 
-def _restore(exp, run, loader, ckpt):
+def _restore(exp, run, loader, ckpt, args):
+    where = f"--resume {args.resume}"
     missing = set(exp.checkpoint) - set(ckpt["state"])
     if missing:
-        raise UsageError(f"--resume: the checkpoint has no state for {sorted(missing)}; "
+        raise UsageError(f"{where}: the checkpoint has no state for {sorted(missing)}; "
                          "was it written with other model options?")
+    for k in exp.checkpoint:
+        obj, saved = getattr(exp, k), ckpt["state"][k]
+        if hasattr(obj, "state_dict"):
+            problem = _bad_values(obj.state_dict(), saved, k)
+            if problem:
+                raise UsageError(f"{where}: {problem}")
     try:
         for k in exp.checkpoint:
             obj = getattr(exp, k)
@@ -499,9 +745,44 @@ def _restore(exp, run, loader, ckpt):
                 obj.load_state_dict(ckpt["state"][k])
             else:
                 setattr(exp, k, ckpt["state"][k])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise UsageError(f"--resume: the checkpoint does not fit this model ({e}); "
+        run.backend.set_rng_state(ckpt["rng"]["backend"])
+        run.rng.bit_generator.state = ckpt["rng"]["run"]
+        loader.load_state_dict(ckpt["rng"]["loader"])
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+        raise UsageError(f"{where}: the checkpoint does not fit this model ({e}); "
                          "use the same model options as the run that wrote it") from None
-    run.backend.set_rng_state(ckpt["rng"]["backend"])
-    run.rng.bit_generator.state = ckpt["rng"]["run"]
-    loader.load_state_dict(ckpt["rng"]["loader"])
+
+
+def _bad_values(mine, saved, where):
+    """What is wrong with the saved values for state ``mine`` (a module's, an
+    optimizer's or a scheduler's state_dict), or None: a float weight must be a finite
+    float array, a learning rate a positive number."""
+    if isinstance(mine, dict):
+        if not isinstance(saved, dict):
+            return f"{where} is a {type(saved).__name__}, expected a dict"
+        for k, v in mine.items():
+            if k in saved:
+                problem = _bad_values(v, saved[k], f"{where}.{k}")
+                if problem:
+                    return problem
+        return None
+    if isinstance(mine, list) and isinstance(saved, list):
+        for i, (a, b) in enumerate(zip(mine, saved)):
+            problem = _bad_values(a, b, f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(mine, mg.Tensor):
+        if not isinstance(saved, mg.Tensor) or tuple(saved.shape) != mine.shape:
+            return (f"{where} should be an array of shape {mine.shape}, got "
+                    f"{getattr(saved, 'shape', type(saved).__name__)}")
+        if mine.dtype.is_floating_point:
+            if not saved.dtype.is_floating_point:
+                return f"{where} is {saved.dtype.name}, expected a float array"
+            if not bool(saved.isfinite().all()):
+                return f"{where} holds nan or inf"
+        return None
+    if where.endswith(".lr") or where.endswith(".initial_lr"):
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not saved > 0:
+            return f"{where} is {saved!r}, expected a positive number"
+    return None
