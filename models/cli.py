@@ -75,7 +75,8 @@ Nothing is lost
   for every float weight of the model, positive learning rates). The model options
   come from the checkpoint; one given on the command line that differs from it is
   refused, not silently dropped. --epochs is the total: more than the checkpoint's
-  epoch trains on, 0 only evaluates (and exports) the checkpoint, anything in
+  epoch trains on; the checkpoint's epoch (the command of a run killed after its
+  last checkpoint) or 0 only evaluates (and exports) the checkpoint; anything in
   between is refused.
 - A mistake the user can fix (a bad flag, missing or malformed data, no GPU, a bad
   checkpoint, an unwritable folder) prints one line and exits with status 2, no
@@ -96,7 +97,7 @@ import time
 import numpy as np  # host-side: data sets and their shuffling live on the host
 
 import minigrad as mg
-from minigrad.backend import BackendError, get_backend
+from minigrad.backend import BACKEND_NAMES, BackendError, get_backend
 from minigrad.data import DataError, DataLoader, TensorDataset, load_dataset
 from minigrad.serialization import process_alive, remove_stale_temporaries
 
@@ -373,6 +374,9 @@ def _setup(exp_cls, args, parser):
         args.out = os.path.dirname(args.resume) or "."      # continue in the run's folder
     elif args.out is None:
         args.out = _folder_name(parser, args, exp_cls.name)
+    if args.backend not in BACKEND_NAMES:   # argparse checks the flag, not its default
+        raise UsageError(f"MINIGRAD_BACKEND={args.backend!r} is not a backend: set it to "
+                         "numpy or cupy, or unset it")
     try:
         mg.set_backend(args.backend)
     except BackendError as e:
@@ -436,9 +440,11 @@ def _check_checkpoint(ckpt, exp_cls, args):
     if not all(isinstance(rng.get(k), dict) for k in ("backend", "run", "loader")):
         raise UsageError(f"{where}: the random-stream states ('rng') are incomplete")
     given = args.given
-    if "epochs" in given and 0 < args.epochs <= epoch:
+    # --epochs equal to the checkpoint's finishes a run killed after its last epoch's
+    # checkpoint: the same command again, with --resume, evaluates and draws it
+    if "epochs" in given and 0 < args.epochs < epoch:
         raise UsageError(f"--epochs {args.epochs}: the checkpoint already holds {epoch} "
-                         f"epochs; --epochs counts the total, so pass more than {epoch} (or "
+                         f"epochs; --epochs counts the total, so pass {epoch} or more (or "
                          "0 to evaluate the checkpoint without training)")
     if "epochs" not in given:
         args.epochs = max(args.epochs, epoch)
@@ -450,8 +456,12 @@ def _take_checkpoint_options(ckpt, args, parser):
     saved = ckpt["args"]
     for action in parser._actions:
         dest = action.dest
-        if dest in _RUNTIME_FLAGS or dest not in saved or not action.option_strings:
+        if dest in _RUNTIME_FLAGS or not action.option_strings:
             continue
+        if dest not in saved:
+            raise UsageError(f"--resume: the checkpoint's options ('args') lack "
+                             f"{action.option_strings[-1]}: it was not written by this "
+                             "model's command; start a new run without --resume")
         value = saved[dest]
         if dest in args.given and getattr(args, dest) != value:
             flag = action.option_strings[-1]
@@ -718,12 +728,19 @@ def _state(exp, run, loader, epoch, history):
         "model": exp.name,
         "epoch": epoch,
         "history": history,
-        "args": {k: v for k, v in vars(run.args).items()
-                 if isinstance(v, (int, float, str, bool, type(None)))},
+        "args": {k: list(v) if isinstance(v, (list, tuple)) else v
+                 for k, v in vars(run.args).items() if _is_option_value(v)},
         "state": state,
         "rng": {"backend": run.backend.rng_state(), "run": run.rng.bit_generator.state,
                 "loader": loader.state_dict()},
     }
+
+
+def _is_option_value(v):
+    """A flag's value as a checkpoint keeps it: a scalar, or a list of them (nargs)."""
+    scalar = (int, float, str, bool, type(None))
+    return isinstance(v, scalar) or (isinstance(v, (list, tuple)) and
+                                     all(isinstance(x, scalar) for x in v))
 
 
 def _restore(exp, run, loader, ckpt, args):
@@ -749,7 +766,8 @@ def _restore(exp, run, loader, ckpt, args):
         run.rng.bit_generator.state = ckpt["rng"]["run"]
         loader.load_state_dict(ckpt["rng"]["loader"])
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
-        raise UsageError(f"{where}: the checkpoint does not fit this model ({e}); "
+        detail = " ".join(str(e).split())      # load_state_dict's lists span lines
+        raise UsageError(f"{where}: the checkpoint does not fit this model ({detail}); "
                          "use the same model options as the run that wrote it") from None
 
 

@@ -192,8 +192,18 @@ def test_flags_given_with_resume_apply_or_are_refused(tmp_path, capsys):
     capsys.readouterr()
     assert _run(tmp_path, "--epochs", "3", "--resume", ckpt, "--lr", "0.5", out="base") == 2
     assert "--lr 0.5 differs from the checkpoint's 0.05" in _err_line(capsys)
-    assert _run(tmp_path, "--epochs", "1", "--resume", ckpt, out="base") == 2
-    assert "already holds 1 epochs" in _err_line(capsys)
+    assert _run(tmp_path, "--epochs", "2", "--resume", ckpt, out="two") == 0
+    two = str(tmp_path / "two" / "checkpoint.npz")
+    capsys.readouterr()
+    assert _run(tmp_path, "--epochs", "1", "--resume", two, out="two") == 2
+    assert "already holds 2 epochs" in _err_line(capsys)
+    # the command of a run killed after its last epoch's checkpoint finishes it: it
+    # evaluates without training
+    before = mg.load(two)
+    assert _run(tmp_path, "--epochs", "2", "--resume", two, out="two") == 0
+    after = mg.load(two)
+    assert after["epoch"] == 2 and after["history"] == before["history"]
+    assert _lines(tmp_path / "two" / "metrics.jsonl")[-1]["final"]
     # the checkpoint's options are used, the same value again is fine, and --epochs 0
     # evaluates the checkpoint without training
     assert _run(tmp_path, "--epochs", "0", "--resume", ckpt, "--lr", "0.05", out="base") == 0
@@ -247,6 +257,25 @@ def test_a_bad_minigrad_backend_variable_still_allows_help_and_numpy(tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "cupy" in r.stderr
+
+
+def test_a_misspelt_minigrad_backend_variable_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGRAD_BACKEND", "nupmy")
+    assert _run(tmp_path) == 2
+    assert "MINIGRAD_BACKEND='nupmy' is not a backend" in _err_line(capsys)
+
+
+def test_a_checkpoint_without_its_options_or_with_other_weights_is_one_line(tmp_path,
+                                                                          capsys):
+    no_args = _edited(tmp_path, "no_args", lambda c: c.__setitem__("args", {}))
+    capsys.readouterr()
+    assert _run(tmp_path, "--epochs", "2", "--resume", str(no_args), out="a") == 2
+    assert "('args') lack --dataset" in _err_line(capsys)
+    extra = _edited(tmp_path, "extra", lambda c: c["state"]["model"].__setitem__(
+        "9.weight", mg.zeros(2)))
+    capsys.readouterr()
+    assert _run(tmp_path, "--epochs", "2", "--resume", str(extra), out="b") == 2
+    assert 'Unexpected key(s) in state_dict: "9.weight"' in _err_line(capsys)
 
 
 def test_a_run_started_twice_at_once_does_not_share_the_folder(tmp_path):
