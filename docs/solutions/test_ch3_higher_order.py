@@ -24,7 +24,7 @@ def test_fourth_derivative_of_sin_is_sin():
         assert np.allclose(got, want, rtol=0, atol=1e-12), v
 
 
-def test_third_derivative_of_tanh():
+def test_fourth_derivative_helper_gives_third_of_tanh():
     v = 0.3
     x = mg.tensor(v, dtype="float64", requires_grad=True)
     t = math.tanh(v)                              # (tanh)''' = -2 (1 - t^2)(1 - 3 t^2)

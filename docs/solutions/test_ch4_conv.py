@@ -71,7 +71,7 @@ def test_col2im_adjoint():
         assert adjoint_gap(shape, k, s, p) < 1e-9, (shape, k, s, p)
 
 
-def test_col2im_keeps_the_input_shape():
+def test_col2im_adjoint_keeps_the_input_shape():
     cols = im2col(mg.zeros(1, 1, 28, 28, dtype="float64").data, 3, 2)   # 25 = 28 - 3: not even
     back = col2im(mg.ones(*cols.shape, dtype="float64").data, (1, 1, 28, 28), 3, 2)
     assert tuple(back.shape) == (1, 1, 28, 28)

@@ -74,14 +74,14 @@ def test_elbo_identity_holds_for_every_q():
         assert e_log_lik - kl_prior <= log_px                # a lower bound: KL >= 0
 
 
-def test_elbo_is_tight_at_the_true_posterior():
+def test_elbo_identity_tight_at_the_true_posterior():
     x, a, s2 = 1.3, 2.0, 0.5
     vp = s2 / (s2 + a * a)
     log_px, kl_post, e_log_lik, kl_prior = elbo_terms(x, vp * a * x / s2, vp, a, s2)
     assert abs(kl_post) < 1e-12 and abs(e_log_lik - kl_prior - log_px) < 1e-12
 
 
-def test_elbo_expectation_by_quadrature():
+def test_elbo_identity_expectation_by_quadrature():
     """E_Q log P(x|h) in closed form = its integral on a grid (the formula is not assumed)."""
     x, m, v, a, s2 = 0.9, 0.3, 0.4, 2.0, 0.5
     h = np.linspace(m - 12 * math.sqrt(v), m + 12 * math.sqrt(v), 20001)
