@@ -20,7 +20,7 @@ x_p = Dec(h_p), h_p ~ N(0, I) a prior sample:
 and each network gets its own loss (the paper's Algorithm 1), with weights:
 
     Enc:  beta L_prior + L_llike                    (beta = --beta)
-    Dec:  gamma L_llike - L_GAN                     (gamma = --gamma; as in training
+    Dec:  gamma L_llike + L_GAN  (minimised)        (gamma = --gamma; as in training
                                                      practice, the non-saturating form
                                                      0.5 (BCE(Dis(x~), 1) + BCE(Dis(x_p), 1)))
     Dis:  -L_GAN = BCE(Dis(x), 1) + 0.5 (BCE(Dis(x~), 0) + BCE(Dis(x_p), 0))
@@ -59,8 +59,9 @@ def feature_nll(f_real, f_rec):
 # ----------------------------------------------------------------------------- training
 class VAEGAN(Experiment):
     """VAE-GAN (Larsen et al. 2016): Enc minimises KL + L_llike^{Dis_l}; Dec minimises
-    gamma L_llike^{Dis_l} - L_GAN; Dis maximises L_GAN over real, reconstructed and prior
-    samples; a plain VAE with the same networks is trained alongside for comparison."""
+    gamma L_llike^{Dis_l} + L_GAN (it wants Dis fooled); Dis maximises L_GAN over real,
+    reconstructed and prior samples; a plain VAE with the same networks is trained
+    alongside for comparison."""
 
     name = "vaegan"
     defaults = dict(epochs=8, batch_size=64, lr=3e-4)
