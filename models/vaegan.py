@@ -20,14 +20,15 @@ x_p = Dec(h_p), h_p ~ N(0, I) a prior sample:
 and each network gets its own loss (the paper's Algorithm 1), with weights:
 
     Enc:  beta L_prior + L_llike                    (beta = --beta)
-    Dec:  gamma L_llike - L_GAN                     (gamma = --gamma; as in training
+    Dec:  gamma L_llike + L_GAN  (minimised)        (gamma = --gamma; as in training
                                                      practice, the non-saturating form
-                                                     BCE(Dis(x~), 1) + BCE(Dis(x_p), 1))
+                                                     0.5 (BCE(Dis(x~), 1) + BCE(Dis(x_p), 1)))
     Dis:  -L_GAN = BCE(Dis(x), 1) + 0.5 (BCE(Dis(x~), 0) + BCE(Dis(x_p), 0))
 
 Neither the GAN loss reaches the encoder nor L_llike the discriminator (the paper
-found both harmful). Gradients for Enc and Dec come from one graph through
-``mg.grad`` with respect to each network's parameters; three Adam optimizers.
+found both harmful). Dis takes its step first, on detached fakes; the gradients for
+Enc and Dec then come from one graph through the updated Dis, by ``mg.grad`` with
+respect to each network's parameters; three Adam optimizers.
 
 For comparison the run also trains a plain VAE with the same encoder and decoder
 (Bernoulli pixel likelihood) on the same batches; figures put their
@@ -58,8 +59,9 @@ def feature_nll(f_real, f_rec):
 # ----------------------------------------------------------------------------- training
 class VAEGAN(Experiment):
     """VAE-GAN (Larsen et al. 2016): Enc minimises KL + L_llike^{Dis_l}; Dec minimises
-    gamma L_llike^{Dis_l} - L_GAN; Dis maximises L_GAN over real, reconstructed and prior
-    samples; a plain VAE with the same networks is trained alongside for comparison."""
+    gamma L_llike^{Dis_l} + L_GAN (it wants Dis fooled); Dis maximises L_GAN over real,
+    reconstructed and prior samples; a plain VAE with the same networks is trained
+    alongside for comparison."""
 
     name = "vaegan"
     defaults = dict(epochs=8, batch_size=64, lr=3e-4)
