@@ -208,7 +208,7 @@ def number(kind, minimum=None, above=None, below=None):
     the flag (argparse puts "argument --flag:" in front of the message)."""
     bounds = [f"{op} {v}" for op, v in ((">=", minimum), (">", above), ("<", below))
               if v is not None]
-    what = ("an integer" if kind is int else "a number") + \
+    what = ("an integer" if kind is int else "a finite number") + \
         "".join((" " if i == 0 else " and ") + b for i, b in enumerate(bounds))
 
     def parse(text):
@@ -216,7 +216,7 @@ def number(kind, minimum=None, above=None, below=None):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if (minimum is not None and not value >= minimum) or \
+        if not math.isfinite(value) or (minimum is not None and not value >= minimum) or \
                 (above is not None and not value > above) or \
                 (below is not None and not value < below):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")

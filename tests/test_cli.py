@@ -136,8 +136,9 @@ def test_ctrl_c_in_the_first_epoch_names_no_stale_checkpoint(tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "-1"], "argument --epochs: must be an integer >= 0, got -1"),
     (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
-    (["--lr", "abc"], "argument --lr: must be a number > 0, got 'abc'"),
-    (["--lr", "0"], "argument --lr: must be a number > 0, got 0"),
+    (["--lr", "abc"], "argument --lr: must be a finite number > 0, got 'abc'"),
+    (["--lr", "0"], "argument --lr: must be a finite number > 0, got 0"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
     (["--dataset", "cifar"], "invalid choice"),
     (["--backend", "cupy"], "pip install"),
     (["--data-dir", "/no/such/dir"], "not a readable directory"),
