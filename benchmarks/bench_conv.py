@@ -107,6 +107,8 @@ def minigrad_worker(args):
 def torch_worker(args):
     import torch
     device = "cuda" if args.backend == "cupy" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("PyTorch sees no CUDA GPU: its column is skipped")
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     cases = {}
