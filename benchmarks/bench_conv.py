@@ -192,6 +192,10 @@ def engines(args):
     for name in args.without or []:
         out[f"minigrad without {name}"] = (base + ["--worker", "minigrad", "--without", name],
                                            env)
+    for setting in args.env or []:
+        var, _, value = setting.partition("=")
+        out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
+                                       harness.worker_env(args.threads, {var: value}))
     if args.no_torch:
         notes.append("PyTorch: skipped (--no-torch)")
     elif importlib.util.find_spec("torch") is None:
@@ -296,6 +300,9 @@ def parse_args(argv=None):
                         "replaces, e.g. conv.input_grad) as an engine; repeatable")
     p.add_argument("--gemms", action="store_true", help="list each case's GEMMs and rates")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--env", action="append", metavar="VAR=VALUE",
+                   help="add minigrad with this environment setting as an engine, e.g. "
+                        "MINIGRAD_WORKSPACE=off; repeatable")
     p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
     p.add_argument("--out", default=None, help="also write the report to this file")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)

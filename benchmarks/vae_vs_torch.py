@@ -193,6 +193,10 @@ def engines(args):
     for name in args.without or []:
         out[f"minigrad without {name}"] = (base + ["--worker", "minigrad", "--without", name],
                                            env)
+    for setting in args.env or []:
+        var, _, value = setting.partition("=")
+        out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
+                                       harness.worker_env(args.threads, {var: value}))
     if importlib.util.find_spec("torch") is None:
         notes.append("PyTorch: not installed; its column is skipped")
     else:
@@ -244,6 +248,9 @@ def parse_args(argv=None):
                    help="add minigrad with its kernels off as an engine")
     p.add_argument("--without", action="append", metavar="KERNEL",
                    help="add minigrad without this kernel (e.g. Adam._update) as an engine")
+    p.add_argument("--env", action="append", metavar="VAR=VALUE",
+                   help="add minigrad with this environment setting as an engine, e.g. "
+                        "MINIGRAD_WORKSPACE=off; repeatable")
     p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
     p.add_argument("--profile", action="store_true",
                    help="print a cProfile of minigrad's steps (in its worker, to stderr)")
