@@ -102,9 +102,9 @@ def torch_worker(args):
         out = enc(x)
         mu, logvar = out[:, :d], out[:, d:]
         logits = dec(mu + torch.exp(0.5 * logvar) * eps)
-        recon = TF.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
-        kl = 0.5 * (logvar.exp() + mu * mu - 1 - logvar).sum(1)
-        loss = recon.mean() + kl.mean()
+        # the same sums as minigrad's loss, in the bare script's (the PyTorch example's) form
+        loss = TF.binary_cross_entropy_with_logits(logits, x, reduction="sum") / BATCH \
+            - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / BATCH
         opt.zero_grad()
         loss.backward()
         opt.step()
