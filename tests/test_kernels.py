@@ -257,21 +257,22 @@ def test_kernel_equals_its_reference(name, dtype, backend_name):
 
 
 def test_the_switch_swaps_the_functions_and_restores_them():
-    ov = OVERRIDES["conv.im2col_nhwc"]
-    assert kernels.is_enabled()
-    assert conv.im2col_nhwc is ov.dispatch
-    with kernels.disabled():
-        assert not kernels.is_enabled()
-        assert conv.im2col_nhwc is ov.reference
-        assert optim.Adam._update is OVERRIDES["Adam._update"].reference
-        assert "_update" not in vars(optim.AdamW)        # AdamW inherits Adam's again
-    assert conv.im2col_nhwc is ov.dispatch and kernels.is_enabled()
-    kernels.set_enabled(False)
-    try:
-        assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].reference
-    finally:
-        kernels.set_enabled(True)
-    assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].dispatch
+    with kernels.set_enabled(True):      # whatever MINIGRAD_KERNELS says
+        ov = OVERRIDES["conv.im2col_nhwc"]
+        assert kernels.is_enabled()
+        assert conv.im2col_nhwc is ov.dispatch
+        with kernels.disabled():
+            assert not kernels.is_enabled()
+            assert conv.im2col_nhwc is ov.reference
+            assert optim.Adam._update is OVERRIDES["Adam._update"].reference
+            assert "_update" not in vars(optim.AdamW)        # AdamW inherits Adam's again
+        assert conv.im2col_nhwc is ov.dispatch and kernels.is_enabled()
+        kernels.set_enabled(False)
+        try:
+            assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].reference
+        finally:
+            kernels.set_enabled(True)
+        assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].dispatch
 
 
 def test_kernels_run_in_a_real_conv_step_and_off_means_none(monkeypatch):
@@ -289,7 +290,7 @@ def test_kernels_run_in_a_real_conv_step_and_off_means_none(monkeypatch):
         (y * y).sum().backward()
         return x.grad.numpy(), w.grad.numpy()
 
-    with mg.backend("numpy"):
+    with mg.backend("numpy"), kernels.set_enabled(True):
         fast = step()
         assert {"conv.im2col_nhwc", "conv.input_grad"} <= set(calls)
         calls.clear()
@@ -351,7 +352,7 @@ def test_two_convs_of_one_shape_in_one_graph_keep_their_own_columns(monkeypatch)
             y.sum().backward()
         return x1.grad.numpy(), x2.grad.numpy(), w.grad.numpy()
 
-    with mg.backend("numpy"):
+    with mg.backend("numpy"), kernels.set_enabled(True):
         fast = grads()
         with kernels.disabled():
             slow = grads()
