@@ -186,16 +186,7 @@ def engines(args):
     base = [sys.executable, "-m", "benchmarks.bench_conv", "--backend", args.backend,
             "--repeats", str(args.repeats), "--batch", str(args.batch),
             "--threads", str(args.threads), "--cases", *map(str, args.cases)]
-    out, notes = {"minigrad": (base + ["--worker", "minigrad"], env)}, []
-    if args.reference:
-        out["minigrad, kernels off"] = (base + ["--worker", "minigrad", "--kernels-off"], env)
-    for name in args.without or []:
-        out[f"minigrad without {name}"] = (base + ["--worker", "minigrad", "--without", name],
-                                           env)
-    for setting in args.env or []:
-        var, _, value = setting.partition("=")
-        out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
-                                       harness.worker_env(args.threads, {var: value}))
+    out, notes = harness.minigrad_engines(base, env, args), []
     if args.no_torch:
         notes.append("PyTorch: skipped (--no-torch)")
     elif importlib.util.find_spec("torch") is None:

@@ -51,6 +51,22 @@ def worker_env(threads, extra=None):
     return env
 
 
+def minigrad_engines(base, env, args):
+    """minigrad's engines: itself, and the variants ``--reference`` (kernels off),
+    ``--without KERNEL`` and ``--env VAR=VALUE`` ask for."""
+    out = {"minigrad": (base + ["--worker", "minigrad"], env)}
+    if args.reference:
+        out["minigrad, kernels off"] = (base + ["--worker", "minigrad", "--kernels-off"], env)
+    for name in args.without or []:
+        out[f"minigrad without {name}"] = (base + ["--worker", "minigrad", "--without", name],
+                                           env)
+    for setting in args.env or []:
+        var, _, value = setting.partition("=")
+        out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
+                                       worker_env(args.threads, {var: value}))
+    return out
+
+
 def run_worker(cmd, env, timeout=600):
     """Run one worker; its last stdout line is its JSON answer. A failed worker is
     reported with its stderr's last lines and the run goes on without it."""

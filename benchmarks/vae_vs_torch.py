@@ -187,16 +187,7 @@ def engines(args):
     base = [sys.executable, str(Path(__file__).resolve()), "--repeats", str(args.repeats),
             "--threads", str(args.threads), "--latent-dim", str(args.latent_dim),
             "--hidden", str(args.hidden)]
-    out, notes = {"minigrad": (base + ["--worker", "minigrad"], env)}, []
-    if args.reference:
-        out["minigrad, kernels off"] = (base + ["--worker", "minigrad", "--kernels-off"], env)
-    for name in args.without or []:
-        out[f"minigrad without {name}"] = (base + ["--worker", "minigrad", "--without", name],
-                                           env)
-    for setting in args.env or []:
-        var, _, value = setting.partition("=")
-        out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
-                                       harness.worker_env(args.threads, {var: value}))
+    out, notes = harness.minigrad_engines(base, env, args), []
     if importlib.util.find_spec("torch") is None:
         notes.append("PyTorch: not installed; its column is skipped")
     else:
