@@ -1,21 +1,28 @@
-"""The same MLP VAE trained in minigrad and in PyTorch, side by side.
+"""The MLP VAE's training step in minigrad, PyTorch and DeZero, each in its own process.
 
-    python benchmarks/vae_vs_torch.py                 # 10 epochs on the bundled mnist-10k
-    python benchmarks/vae_vs_torch.py --epochs 2 --profile
+    python benchmarks/vae_vs_torch.py                 # time one training step, 5 rounds
+    python benchmarks/vae_vs_torch.py --quick         # 2 rounds of 20 steps: a smoke run
+    python benchmarks/vae_vs_torch.py --reference     # also minigrad with its kernels off
+    python benchmarks/vae_vs_torch.py --without Adam._update   # one kernel's effect
+    python benchmarks/vae_vs_torch.py --profile       # cProfile of minigrad's step
+    python benchmarks/vae_vs_torch.py --agree --epochs 10   # the loss-agreement run
 
-Both engines start from the SAME initial weights (minigrad's PyTorch-style init,
-copied into torch), see the SAME batches in the same order and the SAME
-reparameterisation noise eps (drawn on the host once per step), so their loss
-curves must agree up to float32 rounding: the strongest end-to-end check that
-minigrad's gradients and Adam are right. Model: models/vae.py's VAEModel
-(784-400-20, as in the PyTorch example), Adam lr 1e-3, batch 128, loss = mean
-over the batch of BCE summed over pixels + KL (nats per image).
+Step: models/vae.py's VAEModel (784-400-20, as in the PyTorch example) on a batch
+of 128, loss = mean over the batch of BCE-with-logits summed over pixels + KL,
+backward, Adam lr 1e-3. Every engine runs in its own process
+(``benchmarks/harness.py`` says why) with the same thread count; the table gives
+each engine's best step over ``--pairs`` alternating rounds of workers (each its
+own best of ``--repeats`` steps) with the range of the workers' bests. *GEMM ms* is
+the sum of the matrix products of minigrad's step, each timed alone on the very
+arrays the step passed. A bare PyTorch script checks the harness's PyTorch time;
+DeZero (``pip install dezero``) is an optional third engine.
 
-Timing: the two engines alternate epoch by epoch in one process with the same
-thread count (--threads sets torch's and OpenBLAS's). Reported: ms per training
-step (median) and seconds per epoch, and minigrad/PyTorch ratios.
-``--profile`` runs one more minigrad epoch under cProfile and prints where its
-time goes. PyTorch is imported only here.
+``--agree``: both engines start from the SAME initial weights (minigrad's
+PyTorch-style init, copied into torch), see the SAME batches in the same order
+and the SAME reparameterisation noise eps, so their loss curves must agree up to
+float32 rounding: the strongest end-to-end check that minigrad's gradients and
+Adam are right. That run alternates the engines epoch by epoch in one process,
+so its times are not this benchmark's.
 """
 from __future__ import annotations
 
@@ -25,11 +32,225 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness  # noqa: E402
+
+BATCH, PIXELS = 128, 784
+
+
+def host_batch(latent, batch=BATCH, seed=0):
+    """A batch of pixels in [0, 1] and the reparameterisation noise, the same for
+    every engine (timing does not depend on the values)."""
+    import numpy as np  # host-side data, handed to each engine
+    rng = np.random.default_rng(seed)
+    return (rng.random((batch, 1, 28, 28), dtype=np.float32),
+            rng.standard_normal((batch, latent), dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- workers
+def minigrad_worker(args):
+    import minigrad as mg
+    from minigrad import optim
+    from models.blocks import VAEModel
+    from models.losses import vae_loss
+    if args.kernels_off:
+        mg.kernels.set_enabled(False)
+    harness.without_kernels(args.without or [])
+    mg.manual_seed(0)
+    model = VAEModel("mlp", args.latent_dim, args.hidden)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    xh, eh = host_batch(args.latent_dim)
+    x, eps = mg.from_numpy(xh), mg.from_numpy(eh)
+
+    def step():
+        logits, mu, logvar = model(x, eps)
+        loss = vae_loss(logits, x, mu, logvar).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if args.profile:
+        import cProfile
+        import pstats
+        harness.time_steps(step, 5)
+        prof = cProfile.Profile()
+        prof.runcall(harness.time_steps, step, args.repeats, warmup=0)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+    res = harness.summary_ms(harness.time_steps(step, args.repeats, warmup=5))
+    gemms = harness.time_matmuls(mg.get_backend("numpy").xp,
+                                 harness.record_matmuls(mg.get_backend("numpy").xp, step),
+                                 args.repeats)
+    res["gemm_ms"] = 1e3 * sum(g["s"] for g in gemms)
+    res["gemms"] = harness.gemm_summary(gemms)
+    harness.answer({"info": harness.minigrad_info(), "cases": {"step": res}})
+
+
+def torch_worker(args):
+    import torch
+    import torch.nn.functional as TF
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d, hdim = args.latent_dim, args.hidden
+    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(PIXELS, hdim), torch.nn.ReLU(),
+                              torch.nn.Linear(hdim, 2 * d))
+    dec = torch.nn.Sequential(torch.nn.Linear(d, hdim), torch.nn.ReLU(),
+                              torch.nn.Linear(hdim, PIXELS), torch.nn.Unflatten(1, (1, 28, 28)))
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+    xh, eh = host_batch(d)
+    x, eps = torch.from_numpy(xh), torch.from_numpy(eh)
+
+    def step():
+        out = enc(x)
+        mu, logvar = out[:, :d], out[:, d:]
+        logits = dec(mu + torch.exp(0.5 * logvar) * eps)
+        # the same sums as minigrad's loss, in the bare script's (the PyTorch example's) form
+        loss = TF.binary_cross_entropy_with_logits(logits, x, reduction="sum") / BATCH \
+            - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / BATCH
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    res = harness.summary_ms(harness.time_steps(step, args.repeats, warmup=5))
+    harness.answer({"info": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                             "BLAS": harness.blas_info()}, "cases": {"step": res}})
+
+
+def dezero_worker(args):
+    dezero = harness.import_dezero()
+    import dezero.functions as DF
+    import dezero.layers as DL
+    import numpy as np
+    np.random.seed(0)
+    d, hdim = args.latent_dim, args.hidden
+
+    class VAE(dezero.Model):
+        def __init__(self):
+            super().__init__()
+            self.e1, self.e2 = DL.Linear(hdim, in_size=PIXELS), DL.Linear(2 * d, in_size=hdim)
+            self.d1, self.d2 = DL.Linear(hdim, in_size=d), DL.Linear(PIXELS, in_size=hdim)
+
+        def forward(self, x, eps):
+            out = self.e2(DF.relu(self.e1(x)))
+            mu, logvar = out[:, :d], out[:, d:]
+            logits = self.d2(DF.relu(self.d1(mu + DF.exp(0.5 * logvar) * eps)))
+            recon = DF.sigmoid_cross_entropy(logits, x)          # summed over pixels / N
+            kl = DF.sum(0.5 * (DF.exp(logvar) + mu * mu - 1 - logvar)) / len(x)
+            return recon + kl
+
+    model = VAE()
+    opt = dezero.optimizers.Adam(alpha=1e-3).setup(model)
+    xh, eh = host_batch(d)
+    x, eps = xh.reshape(BATCH, PIXELS), eh
+
+    def step():
+        loss = model(x, eps)
+        model.cleargrads()
+        loss.backward()
+        opt.update()
+    res = harness.summary_ms(harness.time_steps(step, args.repeats, warmup=5))
+    harness.answer({"info": {"dezero": getattr(dezero, "__version__", "?"),
+                             "numpy": np.__version__, "BLAS": harness.blas_info()},
+                    "cases": {"step": res}})
+
+
+BARE_TORCH = """
+import sys, time, torch
+import torch.nn as nn, torch.nn.functional as F
+threads, repeats = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+enc = nn.Sequential(nn.Linear(784, 400), nn.ReLU(), nn.Linear(400, 40))
+dec = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784))
+opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+x, eps = torch.rand(128, 784), torch.randn(128, 20)
+times = []
+for i in range(repeats + 5):
+    t0 = time.perf_counter()
+    mu, logvar = enc(x).chunk(2, dim=1)
+    logits = dec(mu + torch.exp(0.5 * logvar) * eps)
+    loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 128 \
+        - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / 128
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    times.append(time.perf_counter() - t0)
+t = sorted(times[5:])
+print('{"info": {"torch": "%s", "threads": %d}, "cases": {"step": {"best_ms": %f, '
+      '"median_ms": %f}}}' % (torch.__version__, torch.get_num_threads(), 1e3 * t[0],
+                             1e3 * t[len(t) // 2]))
+"""
+
+WORKERS = {"minigrad": minigrad_worker, "torch": torch_worker, "dezero": dezero_worker}
+
+
+# ----------------------------------------------------------------------------- the parent
+def engines(args):
+    import importlib.util
+    env = harness.worker_env(args.threads)
+    base = [sys.executable, str(Path(__file__).resolve()), "--repeats", str(args.repeats),
+            "--threads", str(args.threads), "--latent-dim", str(args.latent_dim),
+            "--hidden", str(args.hidden)]
+    out, notes = harness.minigrad_engines(base, env, args), []
+    if importlib.util.find_spec("torch") is None:
+        notes.append("PyTorch: not installed; its column is skipped")
+    else:
+        out["torch"] = (base + ["--worker", "torch"], env)
+        if (args.latent_dim, args.hidden) == (20, 400):
+            out["torch, bare script"] = ([sys.executable, "-c", BARE_TORCH, str(args.threads),
+                                          str(args.repeats)], env)
+    if args.no_dezero:
+        notes.append("DeZero: skipped (--no-dezero)")
+    elif importlib.util.find_spec("dezero") is None:
+        notes.append("DeZero: not installed (pip install dezero); its column is skipped")
+    else:
+        out["dezero"] = (base + ["--worker", "dezero"], env)
+    return out, notes
+
+
+def report(args, results, notes):
+    lines = harness.machine_lines(args.threads, args.pairs, args.repeats)
+    lines.append(f"MLP VAE 784-{args.hidden}-{args.latent_dim}, Adam, batch {BATCH}: one "
+                 f"training step (forward, loss, backward, update)")
+    lines += harness.describe_workers(results) + notes
+    t = harness.best_and_spread(results.get("torch", []), "step")
+    lines += ["", "| engine | ms per step, best (worker range) | / PyTorch |", "|---|---|---|"]
+    for name, answers in results.items():
+        bs = harness.best_and_spread(answers, "step")
+        ratio = f"{bs[0] / t[0]:.2f}" if bs and t else "-"
+        lines.append(f"| {name} | {harness.fmt_spread(bs)} | {ratio} |")
+    mg_ans = [a for a in results["minigrad"] if "cases" in a]
+    if mg_ans:
+        # both bests over the workers: a load spike can hit a worker's GEMM timing alone
+        best = min(mg_ans, key=lambda a: a["cases"]["step"]["best_ms"])["cases"]["step"]
+        gemm = min(mg_ans, key=lambda a: a["cases"]["step"]["gemm_ms"])["cases"]["step"]
+        lines.append(f"\nminigrad's GEMMs alone: {gemm['gemm_ms']:.2f} ms, its best step "
+                     f"{best['best_ms']:.2f} ms ({100 * (1 - gemm['gemm_ms'] / best['best_ms']):.0f}"
+                     f"% outside them): " + "; ".join(gemm["gemms"]))
+    bare = harness.best_and_spread(results.get("torch, bare script", []), "step")
+    if bare and t:
+        lines.append(f"check: PyTorch step in the harness {harness.fmt_spread(t)} ms, bare "
+                     f"script {harness.fmt_spread(bare)} ms (ratio {t[0] / bare[0]:.2f})")
+    return "\n".join(lines)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=5,
+                   help="alternating rounds, one worker per engine each (default 5)")
+    p.add_argument("--repeats", type=int, default=50, help="timed steps per worker (default 50)")
+    p.add_argument("--quick", action="store_true", help="2 rounds of 20 steps: a smoke run")
+    p.add_argument("--reference", action="store_true",
+                   help="add minigrad with its kernels off as an engine")
+    p.add_argument("--without", action="append", metavar="KERNEL",
+                   help="add minigrad without this kernel (e.g. Adam._update) as an engine")
+    p.add_argument("--env", action="append", metavar="VAR=VALUE",
+                   help="add minigrad with this environment setting as an engine, e.g. "
+                        "MINIGRAD_WORKSPACE=off; repeatable")
+    p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
+    p.add_argument("--profile", action="store_true",
+                   help="print a cProfile of minigrad's steps (in its worker, to stderr)")
+    p.add_argument("--out", default=None, help="also write the report to this file")
+    p.add_argument("--agree", action="store_true",
+                   help="train both engines side by side and compare their losses")
+    p.add_argument("--epochs", type=int, default=10, help="--agree: epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-dim", type=int, default=20)
@@ -37,16 +258,50 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="mnist-10k")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="threads for PyTorch and for NumPy's BLAS (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every engine (default: OPENBLAS/OMP_NUM_THREADS or all "
+                        "usable CPUs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", action="store_true",
-                   help="profile one extra minigrad epoch with cProfile")
-    return p.parse_args(argv)
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--kernels-off", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pairs, args.repeats = min(args.pairs, 2), min(args.repeats, 20)
+    if args.threads is None:
+        args.threads = harness.default_threads()
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.worker:
+        WORKERS[args.worker](args)
+        return 0
+    if args.agree:
+        return agree(args)
+    if args.profile:
+        env = harness.worker_env(args.threads)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "minigrad",
+               "--profile", "--repeats", str(args.repeats), "--threads", str(args.threads)]
+        return harness.subprocess.run(cmd, env=env, cwd=harness.ROOT).returncode
+    todo, notes = engines(args)
+    results = harness.alternate(todo, args.pairs,
+                                log=lambda s: print(s, file=sys.stderr, flush=True))
+    if not any("cases" in a for a in results["minigrad"]):
+        print(f"vae_vs_torch: minigrad's worker failed: {results['minigrad'][0]['error']}",
+              file=sys.stderr)
+        return 2
+    text = report(args, results, notes)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+def agree(args):
+    """The two engines trained side by side in one process (a correctness check:
+    their loss curves must agree; its times are not the benchmark's)."""
     # BLAS thread pools are sized when NumPy is first imported: set them first.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -195,6 +450,7 @@ def main(argv=None):
               f"{time.perf_counter() - t0:.2f} s under the profiler):")
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     return 0
+
 
 
 if __name__ == "__main__":

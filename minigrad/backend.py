@@ -28,7 +28,9 @@ Capabilities: what a backend can do beyond the standard is a name in
 
 * ``"strided_views"``: ``be.strided_windows(x, shape, strides)`` gives a zero-copy
   view with arbitrary element strides (NumPy's ``as_strided``);
-* ``"cpu_blas"``: matrix products run on the host's BLAS, on CPU threads.
+* ``"cpu_blas"``: matrix products run on the host's BLAS, on CPU threads;
+* ``"ufunc_out"``: the namespace's elementwise functions take ``out=`` (NumPy's
+  ufuncs), so a result can be written into an existing array without a temporary.
 
 This module imports nothing of minigrad: dtypes arrive as names, or as objects
 with a ``.name`` (``minigrad.DType``).
@@ -177,7 +179,7 @@ class Backend:
 
 class NumpyBackend(Backend):
     name = "numpy"
-    capabilities = frozenset({"strided_views", "cpu_blas"})
+    capabilities = frozenset({"strided_views", "cpu_blas", "ufunc_out"})
 
     def __init__(self):
         self.xp = np

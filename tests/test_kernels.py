@@ -257,21 +257,22 @@ def test_kernel_equals_its_reference(name, dtype, backend_name):
 
 
 def test_the_switch_swaps_the_functions_and_restores_them():
-    ov = OVERRIDES["conv.im2col_nhwc"]
-    assert kernels.is_enabled()
-    assert conv.im2col_nhwc is ov.dispatch
-    with kernels.disabled():
-        assert not kernels.is_enabled()
-        assert conv.im2col_nhwc is ov.reference
-        assert optim.Adam._update is OVERRIDES["Adam._update"].reference
-        assert "_update" not in vars(optim.AdamW)        # AdamW inherits Adam's again
-    assert conv.im2col_nhwc is ov.dispatch and kernels.is_enabled()
-    kernels.set_enabled(False)
-    try:
-        assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].reference
-    finally:
-        kernels.set_enabled(True)
-    assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].dispatch
+    with kernels.set_enabled(True):      # whatever MINIGRAD_KERNELS says
+        ov = OVERRIDES["conv.im2col_nhwc"]
+        assert kernels.is_enabled()
+        assert conv.im2col_nhwc is ov.dispatch
+        with kernels.disabled():
+            assert not kernels.is_enabled()
+            assert conv.im2col_nhwc is ov.reference
+            assert optim.Adam._update is OVERRIDES["Adam._update"].reference
+            assert "_update" not in vars(optim.AdamW)        # AdamW inherits Adam's again
+        assert conv.im2col_nhwc is ov.dispatch and kernels.is_enabled()
+        kernels.set_enabled(False)
+        try:
+            assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].reference
+        finally:
+            kernels.set_enabled(True)
+        assert F.CrossEntropy.backward is OVERRIDES["CrossEntropy.backward"].dispatch
 
 
 def test_kernels_run_in_a_real_conv_step_and_off_means_none(monkeypatch):
@@ -289,7 +290,7 @@ def test_kernels_run_in_a_real_conv_step_and_off_means_none(monkeypatch):
         (y * y).sum().backward()
         return x.grad.numpy(), w.grad.numpy()
 
-    with mg.backend("numpy"):
+    with mg.backend("numpy"), kernels.set_enabled(True):
         fast = step()
         assert {"conv.im2col_nhwc", "conv.input_grad"} <= set(calls)
         calls.clear()
@@ -310,3 +311,51 @@ def test_an_optimizer_made_while_kernels_were_off_keeps_working_with_them_on():
     (p * p).sum().backward()
     opt.step()
     assert np.all(p.numpy() < q.numpy())
+
+
+# ----------------------------------------------------------------------------- workspace
+def test_a_workspace_array_is_handed_out_again_only_once_nothing_holds_it(monkeypatch):
+    from minigrad.kernels import workspace
+    monkeypatch.setattr(workspace, "MIN_BYTES", 0)
+    monkeypatch.setattr(workspace, "_enabled", True)
+    workspace.clear()
+    be = mg.get_backend("numpy")
+    a = workspace.empty(be, (3, 5), "float32")
+    view = be.xp.reshape(a, (15,))
+    del a
+    b = workspace.empty(be, (3, 5), "float32")
+    assert not np.shares_memory(view, b)       # a view still holds the first array
+    del view, b
+    c = workspace.empty(be, (3, 5), "float32")
+    d = workspace.empty(be, (3, 5), "float32")
+    assert not np.shares_memory(c, d)
+    kept = [c.__array_interface__["data"][0], d.__array_interface__["data"][0]]
+    del c, d
+    e = workspace.empty(be, (3, 5), "float32")
+    assert e.__array_interface__["data"][0] in kept   # reused once free
+    workspace.clear()
+
+
+def test_two_convs_of_one_shape_in_one_graph_keep_their_own_columns(monkeypatch):
+    from minigrad.kernels import workspace
+    monkeypatch.setattr(workspace, "MIN_BYTES", 0)
+    monkeypatch.setattr(workspace, "_enabled", True)
+
+    def grads():
+        mg.manual_seed(0)
+        x1 = mg.randn(2, 8, 6, 6, requires_grad=True)
+        x2 = mg.randn(2, 8, 6, 6, requires_grad=True)
+        w = mg.randn(4, 8, 3, 3, requires_grad=True)
+        for _ in range(2):                         # the second step reuses the first's arrays
+            x1.grad = x2.grad = w.grad = None
+            y = F.conv2d(x1, w, padding=1) * F.conv2d(x2, w, padding=1)
+            y.sum().backward()
+        return x1.grad.numpy(), x2.grad.numpy(), w.grad.numpy()
+
+    with mg.backend("numpy"), kernels.set_enabled(True):
+        fast = grads()
+        with kernels.disabled():
+            slow = grads()
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    workspace.clear()

@@ -6,7 +6,7 @@ Their measured effect is in the README's performance notes.
 from __future__ import annotations
 
 from .. import conv
-from . import override
+from . import override, workspace
 
 
 def _strided(be, xpad, g, ho, wo):
@@ -21,11 +21,15 @@ def im2col_window_view(be, xpad, g, ho, wo):
     the padded input (strides: a window step is s rows/columns, a kernel step d),
     and one reshape copies it. The copy's inner loop runs over kw*C contiguous
     numbers (dilation 1) instead of the C of each of the kh*kw slice copies, which
-    is what makes it faster for wide inputs; for kw*C < 8 the slices win."""
+    is what makes it faster for wide inputs; for kw*C < 8 the slices win. The copy
+    goes into a work array of an earlier step (``workspace.py``) when one is free."""
     n, hp, wp, c = xpad.shape
-    view = be.strided_windows(xpad, (n, ho, wo, g.kh, g.kw, c),
+    shape = (n, ho, wo, g.kh, g.kw, c)
+    view = be.strided_windows(xpad, shape,
                               (hp * wp * c, g.sh * wp * c, g.sw * c, g.dh * wp * c, g.dw * c, 1))
-    return be.xp.reshape(view, (n * ho * wo, g.kh * g.kw * c))
+    cols = workspace.empty(be, shape, xpad.dtype)
+    cols[...] = view
+    return be.xp.reshape(cols, (n * ho * wo, g.kh * g.kw * c))
 
 
 def _subpixel_applies(be, gy, w, x_shape, g):

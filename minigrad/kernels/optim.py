@@ -9,6 +9,7 @@ parameter-sized array can cost more (page faults) than the arithmetic done in it
 from __future__ import annotations
 
 import math
+import operator
 
 from .. import optim
 from . import override
@@ -29,6 +30,21 @@ def _work_arrays(opt, p):
     return pair
 
 
+_IN_PLACE = {"multiply": operator.imul, "divide": operator.itruediv, "pow": operator.ipow}
+
+
+def _fill(be, out, name, a, b):
+    """out = name(a, b) (``"multiply"``, ``"divide"`` or ``"pow"``) written into ``out``:
+    in one pass through ``out=`` where the backend's functions take it
+    (``"ufunc_out"``), else as a copy of ``a`` and the operation in place (the
+    Array API has in-place operators but no ``out=``). Same arithmetic either way."""
+    if "ufunc_out" in be.capabilities:
+        getattr(be.xp, name)(a, b, out=out)
+    else:
+        out[...] = a
+        _IN_PLACE[name](out, b)
+
+
 @override(optim.SGD, "_update", when=_always)
 def sgd_update_in_place(self, p, g, group, state):
     """SGD's rule (weight decay, momentum, dampening, Nesterov) in two work arrays."""
@@ -38,8 +54,7 @@ def sgd_update_in_place(self, p, g, group, state):
     if group["maximize"]:
         d *= -1.0
     if wd:
-        tmp[...] = p.data
-        tmp *= wd
+        _fill(p._backend, tmp, "multiply", p.data, wd)
         d += tmp
     if mom:
         buf = state.get("momentum_buffer")
@@ -48,14 +63,12 @@ def sgd_update_in_place(self, p, g, group, state):
         else:
             buf *= mom
             if group["dampening"]:
-                tmp[...] = d
-                tmp *= 1.0 - group["dampening"]
+                _fill(p._backend, tmp, "multiply", d, 1.0 - group["dampening"])
                 buf += tmp
             else:
                 buf += d
         if group["nesterov"]:
-            tmp[...] = buf
-            tmp *= mom
+            _fill(p._backend, tmp, "multiply", buf, mom)
             d += tmp
         else:
             d[...] = buf
@@ -68,6 +81,7 @@ def adam_update_in_place(self, p, g, group, state):
     """Adam's (and AdamW's) rule in the moment arrays and two work arrays."""
     lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     self._init_state(p, group, state)
+    be = p._backend
     s, tmp = _work_arrays(self, p)
     s[...] = g
     if group["maximize"]:
@@ -75,14 +89,12 @@ def adam_update_in_place(self, p, g, group, state):
     if wd and self.decoupled:
         p.data *= 1.0 - lr * wd
     elif wd:
-        tmp[...] = p.data
-        tmp *= wd
+        _fill(be, tmp, "multiply", p.data, wd)
         s += tmp
     state["step"] += 1
     t = state["step"]
     m, v = state["exp_avg"], state["exp_avg_sq"]
-    tmp[...] = s                 # v = b2 v + (1 - b2) g^2
-    tmp *= s
+    _fill(be, tmp, "multiply", s, s)          # v = b2 v + (1 - b2) g^2
     tmp *= 1.0 - b2
     v *= b2
     v += tmp
@@ -95,11 +107,9 @@ def adam_update_in_place(self, p, g, group, state):
         v = vmax
     # p -= m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t). m / s is a division,
     # not s **= -1: NumPy has no fast path for a power of -1.
-    s[...] = v
-    s **= 0.5
+    _fill(be, s, "pow", v, 0.5)
     s *= 1.0 / math.sqrt(1.0 - b2 ** t)
     s += eps
-    tmp[...] = m
-    tmp /= s
+    _fill(be, tmp, "divide", m, s)
     tmp *= lr / (1.0 - b1 ** t)
     p.data -= tmp
