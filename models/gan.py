@@ -21,20 +21,28 @@ log(sigmoid(.)) of a saturated value (models/losses.py, "GANs").
 
 with xhat on lines between real and fake images; the penalty differentiates through
 the critic's input gradient (mg.grad(create_graph=True): double backward through
-conv). The critic takes --n-critic steps per generator step.
+conv). The critic takes --n-critic steps per generator step, and the optimiser is
+Algorithm 1's by default: Adam lr 1e-4, betas (0, 0.9), n_critic = 5.
+
+Each generator step draws its own noise z, as Algorithm 1 of both papers does,
+rather than reusing the fakes that the discriminator's step saw.
 
 Architecture (--width w; DCGAN's MNIST setting is w = 64):
     G: z (--z-dim) -> Linear -> BN -> ReLU -> (2w, 7, 7) -> ConvT 4x4/2 -> BN -> ReLU
        -> (w, 14, 14) -> ConvT 4x4/2 -> (1, 28, 28) -> tanh        (images scaled to [-1, 1])
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
        linear layer to one logit; no BatchNorm (the gradient penalty is per example)
-Separate Adam optimizers for G and D with DCGAN's betas (0.5, 0.999) and a higher
-learning rate than DCGAN's 2e-4, because a short run needs the faster start.
+Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
+higher learning rate than DCGAN's 2e-4, because a short run needs the faster
+start. --init dcgan draws the weights from DCGAN's N(0, 0.02); --label-smoothing
+s sets D's target for real images to 1 - s; --ema d samples from an exponential
+moving average of G's weights (decay d) instead of G itself.
 
-Sample quality per epoch and at the end (models/metrics.py): the classifier-FID
-and inception score of --metric-samples generated images; the final record adds
-real training images (the floor a perfect generator reaches) and, where a default
-``python -m models.vae`` run of the data set exists, the VAE's prior samples.
+Sample quality per epoch and at the end (models/metrics.py, on the shipped
+scorer): the classifier-FID, inception score and rarest class's share of
+--metric-samples generated images; the final record adds real training images
+(the floor a perfect generator reaches) and the class histogram
+(gan_class_histogram.png). --export-samples N writes N samples to samples.npz.
 """
 from __future__ import annotations
 
@@ -44,12 +52,15 @@ import minigrad as mg
 from minigrad import nn, optim
 from models.blocks import Discriminator
 from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
-from models.evaluation import generate, load_vae
+from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
-from models.losses import (gan_discriminator_loss, gan_generator_loss, gradient_penalty,
-                           wgan_critic_loss, wgan_generator_loss)
-from models.metrics import SampleQuality, add_sample_quality_argument, final_sample_quality
+from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, wgan_critic_loss,
+                           wgan_generator_loss)
+from models.metrics import (add_sample_quality_argument, draw_class_histograms,
+                            final_sample_quality, sample_quality)
 
+
+BCE_LR = 5e-4          # the bce loss's default --lr
 
 # ----------------------------------------------------------------------------- the model
 class Generator(nn.Module):
@@ -70,6 +81,19 @@ class Generator(nn.Module):
         return self.net(z)
 
 
+def dcgan_init(m):
+    """DCGAN's initialisation (Radford et al. 2016): conv and linear weights
+    N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0 (``module.apply(dcgan_init)``,
+    as in PyTorch's DCGAN example)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
     """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating
@@ -77,22 +101,34 @@ class GAN(Experiment):
     gradient penalty. Reports classifier-FID and inception score per epoch."""
 
     name = "gan"
-    defaults = dict(epochs=16, batch_size=64, lr=5e-4)
+    defaults = dict(epochs=16, batch_size=64, lr=None)
+    lr_help = f"learning rate (default: {BCE_LR:g} for bce; 1e-4 for wgan-gp, Algorithm 1's)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
+        wgan = args.loss == "wgan-gp"
+        self.n_critic = args.n_critic or (5 if wgan else 1)
         self.generator = Generator(args.z_dim, args.width)
         self.discriminator = Discriminator(args.width)
-        betas = (args.beta1, 0.999)
-        self.opt_g = optim.Adam(self.generator.parameters(), lr=args.lr, betas=betas)
-        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=betas)
+        if args.init == "dcgan":
+            for net in (self.generator, self.discriminator):
+                net.apply(dcgan_init)
+        if args.ema:      # the samples' generator: an exponential moving average of G's weights
+            rng = mg.get_backend().rng_state()    # its initialisation is overwritten: no draw
+            self.generator_ema = Generator(args.z_dim, args.width)
+            mg.get_backend().set_rng_state(rng)
+            self.generator_ema.load_state_dict(self.generator.state_dict())
+            self.checkpoint = self.checkpoint + ("generator_ema",)
+        lr = args.lr or (1e-4 if wgan else BCE_LR)
+        betas = (args.beta1 if args.beta1 is not None else (0.0 if wgan else 0.5),
+                 args.beta2 if args.beta2 is not None else (0.9 if wgan else 0.999))
+        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
         self.steps = 0                        # D steps so far
         self.last_g = {}                      # G's last loss, logged until it steps again
         self.progress = []                    # [epoch, 12 fixed-noise samples] per epoch
-        self.quality = SampleQuality(run, n=args.metric_samples) if args.metric_samples \
-            else None
+        self.quality = sample_quality(run, args.metric_samples)
         # the figures' fixed noise (a host generator of its own: the same on every backend)
         self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
             (64, args.z_dim)).astype(np.float32)
@@ -100,8 +136,8 @@ class GAN(Experiment):
     def d_loss(self, real, fake):
         """Discriminator / critic loss on a real and a (detached) fake batch."""
         D = self.discriminator
-        if self.args.loss == "bce":
-            return gan_discriminator_loss(D(real), D(fake)), {}
+        if self.args.loss == "bce":          # one-sided label smoothing: real -> 1 - s
+            return gan_bce(D(real), 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0), {}
         real_s, fake_s = D(real), D(fake)
         gp = gradient_penalty(D, real, fake)
         return wgan_critic_loss(real_s, fake_s) + self.args.gp_weight * gp, {
@@ -121,11 +157,17 @@ class GAN(Experiment):
         self.opt_d.step()
         self.steps += 1
         if self.steps % self.n_critic == 0 or not self.last_g:
-            loss_g = self.g_loss(fake)       # D just moved; G follows (D's grads cleared next step)
+            # G follows the D that just moved, on fresh noise (Algorithm 1 of both papers);
+            # D's parameters get gradients too, cleared before D's next step
+            loss_g = self.g_loss(self.generator(mg.randn(x.shape[0], self.args.z_dim)))
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
             self.last_g = {"loss_g": loss_g.item()}
+            if self.args.ema:
+                with mg.no_grad():
+                    for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+                        e.mul_(self.args.ema).add_(p, alpha=1.0 - self.args.ema)
         return {"loss_d": loss_d.item(), **self.last_g, **extra}
 
     @staticmethod
@@ -137,8 +179,21 @@ class GAN(Experiment):
         parser.add_argument("--width", type=positive_int, default=32,
                             help="channels of D's first conv and of G's last hidden layer "
                                  "(DCGAN's MNIST setting: 64)")
-        parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=0.5,
-                            help="Adam's beta1 for both networks (DCGAN's)")
+        parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=None,
+                            help="Adam's beta1 for both networks (default: DCGAN's 0.5 for bce; "
+                                 "0 for wgan-gp, Algorithm 1's)")
+        parser.add_argument("--beta2", type=number(float, minimum=0, below=1), default=None,
+                            help="Adam's beta2 for both networks (default: 0.999 for bce; 0.9 "
+                                 "for wgan-gp, Algorithm 1's)")
+        parser.add_argument("--init", choices=["pytorch", "dcgan"], default="pytorch",
+                            help="weight initialisation: PyTorch's layer defaults, or DCGAN's "
+                                 "N(0, 0.02)")
+        parser.add_argument("--label-smoothing", type=number(float, minimum=0, below=1),
+                            default=0.0, help="one-sided label smoothing: D's target for real "
+                                              "images is 1 - this (bce)")
+        parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.0,
+                            help="samples come from an exponential moving average of G's "
+                                 "weights with this decay (0: from G itself)")
         parser.add_argument("--gp-weight", type=non_negative_float, default=10.0,
                             help="lambda of the gradient penalty (wgan-gp)")
         parser.add_argument("--n-critic", type=positive_int, default=None,
@@ -151,27 +206,28 @@ class GAN(Experiment):
         PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
         statistics, since the running averages lag behind a generator that changes
         quickly in a short run (in eval mode the early samples came out washed out)."""
-        return generate(lambda z: (self.generator(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
+        g = self.generator_ema if self.args.ema else self.generator
+        return generate(lambda z: (g(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
 
     def evaluate(self, epoch):
         self._grid = self.samples(64, self.run.tensor(self.fixed_noise)).numpy()
         self.progress.append([epoch, self._grid[:12]])
         if self.quality is None:
             return {}
-        q = self.quality(self.samples(self.args.metric_samples))
-        return {"fid": q["fid"], "inception_score": q["inception_score"]}
+        q = self.quality(self.samples(self.quality.n))
+        return {k: q[k] for k in ("fid", "inception_score", "rarest_class_share")}
+
+    def sample(self, n):
+        """--export-samples: n images G(z), z ~ N(0, I)."""
+        return {"images": self.samples(n)}
 
     def final(self):
         if self.quality is None:
             return {}
-        samples = {"gan_": self.samples(self.quality.n)}
-        vae = load_vae(self.run)
-        if vae is not None:
-            samples["vae_"] = generate(lambda h: vae.decode(h).sigmoid(), self.quality.n,
-                                       vae.latent_dim, batch_size=self.quality.n)
-        out = final_sample_quality(self.quality, samples)
+        out = final_sample_quality(self.quality, {"gan_": self.samples(self.quality.n)})
         self.run.print("classifier-FID / inception score at n = %d: " % self.quality.n
-                       + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "metric_samples"))
+                       + ", ".join(f"{k} {v:.3f}" for k, v in out.items()
+                                   if isinstance(v, float)))
         return out
 
     # ------------------------------------------------------------------------- figures
@@ -198,6 +254,9 @@ class GAN(Experiment):
                            "log"))
             panels.append(([("inception_score", "inception score (higher is better)")],
                            "inception score"))
+            panels.append(([("rarest_class_share", "rarest class's share of the samples")],
+                           "share (0.1 = even)"))
+        draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("gan_", name)])
         draw_curves(run, f"{name}_curves.png", history, panels,
                     title=f"{name} ({self.args.loss}) training curves")
 
