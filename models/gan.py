@@ -50,7 +50,7 @@ import numpy as np  # host-side: the figures' fixed noise (arrays from Tensor.nu
 
 import minigrad as mg
 from minigrad import nn, optim
-from models.blocks import Discriminator
+from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
 from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
@@ -60,15 +60,12 @@ from models.metrics import (add_sample_quality_argument, draw_class_histograms,
                             final_sample_quality, sample_quality)
 
 
-BCE_LR = 5e-4          # the bce loss's default --lr
-
 # ----------------------------------------------------------------------------- the model
 class Generator(nn.Module):
     """z (B, z_dim) -> images (B, 1, 28, 28) in [-1, 1] (tanh)."""
 
     def __init__(self, z_dim=64, width=32):
         super().__init__()
-        self.z_dim = z_dim
         c = 2 * width
         self.net = nn.Sequential(
             nn.Linear(z_dim, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7), nn.ReLU(),
@@ -81,57 +78,36 @@ class Generator(nn.Module):
         return self.net(z)
 
 
-def dcgan_init(m):
-    """DCGAN's initialisation (Radford et al. 2016): conv and linear weights
-    N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0 (``module.apply(dcgan_init)``,
-    as in PyTorch's DCGAN example)."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
-
-
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
-    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating
-    L_G = -E[log D(G(z))] (from logits); --loss wgan-gp for the Wasserstein loss with
-    gradient penalty. Reports classifier-FID and inception score per epoch."""
+    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating L_G =
+    -E[log D(G(z))] (from logits); --loss wgan-gp: Wasserstein loss, gradient penalty."""
 
     name = "gan"
     defaults = dict(epochs=16, batch_size=64, lr=None)
-    lr_help = f"learning rate (default: {BCE_LR:g} for bce; 1e-4 for wgan-gp, Algorithm 1's)"
+    adam = {"bce": (5e-4, 0.5, 0.999), "wgan-gp": (1e-4, 0.0, 0.9)}    # lr, betas by --loss
+    lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        wgan = args.loss == "wgan-gp"
-        self.n_critic = args.n_critic or (5 if wgan else 1)
+        self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
         self.generator = Generator(args.z_dim, args.width)
         self.discriminator = Discriminator(args.width)
         if args.init == "dcgan":
-            for net in (self.generator, self.discriminator):
-                net.apply(dcgan_init)
+            self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
-            rng = mg.get_backend().rng_state()    # its initialisation is overwritten: no draw
-            self.generator_ema = Generator(args.z_dim, args.width)
-            mg.get_backend().set_rng_state(rng)
-            self.generator_ema.load_state_dict(self.generator.state_dict())
-            self.checkpoint = self.checkpoint + ("generator_ema",)
-        lr = args.lr or (1e-4 if wgan else BCE_LR)
-        betas = (args.beta1 if args.beta1 is not None else (0.0 if wgan else 0.5),
-                 args.beta2 if args.beta2 is not None else (0.9 if wgan else 0.999))
-        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
-        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        self.steps = 0                        # D steps so far
-        self.last_g = {}                      # G's last loss, logged until it steps again
-        self.progress = []                    # [epoch, 12 fixed-noise samples] per epoch
+            self.generator_ema = averaged_copy(self.generator, Generator, args.z_dim, args.width)
+            self.checkpoint += ("generator_ema",)
+        lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
+                                                            self.adam[args.loss]))
+        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=(b1, b2))
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=lr, betas=(b1, b2))
+        # D steps so far; G's last loss (logged until it steps again); [epoch, 12 samples]s
+        self.steps, self.last_g, self.progress = 0, {}, []
         self.quality = sample_quality(run, args.metric_samples)
-        # the figures' fixed noise (a host generator of its own: the same on every backend)
-        self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
-            (64, args.z_dim)).astype(np.float32)
+        self.fixed_noise = np.random.default_rng(args.seed).standard_normal(  # the figures'
+            (64, args.z_dim)).astype(np.float32)       # (a host generator: any backend)
 
     def d_loss(self, real, fake):
         """Discriminator / critic loss on a real and a (detached) fake batch."""
@@ -144,9 +120,8 @@ class GAN(Experiment):
             "wasserstein": (real_s.mean() - fake_s.mean()).item(), "gp": gp.item()}
 
     def g_loss(self, fake):
-        logits = self.discriminator(fake)
-        return gan_generator_loss(logits) if self.args.loss == "bce" else \
-            wgan_generator_loss(logits)
+        loss = gan_generator_loss if self.args.loss == "bce" else wgan_generator_loss
+        return loss(self.discriminator(fake))
 
     def train_step(self, x, y):
         real = x * 2.0 - 1.0                                  # [0, 1] -> G's tanh range
@@ -157,17 +132,16 @@ class GAN(Experiment):
         self.opt_d.step()
         self.steps += 1
         if self.steps % self.n_critic == 0 or not self.last_g:
-            # G follows the D that just moved, on fresh noise (Algorithm 1 of both papers);
-            # D's parameters get gradients too, cleared before D's next step
+            # G follows the D that just moved, on fresh z (D's grads: cleared next step)
             loss_g = self.g_loss(self.generator(mg.randn(x.shape[0], self.args.z_dim)))
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
             self.last_g = {"loss_g": loss_g.item()}
             if self.args.ema:
-                with mg.no_grad():
-                    for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-                        e.mul_(self.args.ema).add_(p, alpha=1.0 - self.args.ema)
+                t = self.steps // self.n_critic          # G steps so far: a short early memory
+                ema_update(self.generator_ema, self.generator,
+                           min(self.args.ema, (1 + t) / (10 + t)))
         return {"loss_d": loss_d.item(), **self.last_g, **extra}
 
     @staticmethod
@@ -201,12 +175,13 @@ class GAN(Experiment):
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
-    def samples(self, n, noise=None):
+    def samples(self, n, noise=None, generator=None):
         """n images of G in [0, 1], without a graph. G samples in training mode, as in
         PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
         statistics, since the running averages lag behind a generator that changes
         quickly in a short run (in eval mode the early samples came out washed out)."""
-        g = self.generator_ema if self.args.ema else self.generator
+        g = generator if generator is not None else \
+            (self.generator_ema if self.args.ema else self.generator)
         return generate(lambda z: (g(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
 
     def evaluate(self, epoch):
@@ -214,8 +189,13 @@ class GAN(Experiment):
         self.progress.append([epoch, self._grid[:12]])
         if self.quality is None:
             return {}
+        keys = ("fid", "inception_score", "rarest_class_share")
         q = self.quality(self.samples(self.quality.n))
-        return {k: q[k] for k in ("fid", "inception_score", "rarest_class_share")}
+        out = {k: q[k] for k in keys}
+        if self.args.ema:        # what the average buys: G's own samples, scored alike
+            q = self.quality(self.samples(self.quality.n, generator=self.generator))
+            out.update({f"g_{k}": q[k] for k in keys})
+        return out
 
     def sample(self, n):
         """--export-samples: n images G(z), z ~ N(0, I)."""
