@@ -12,8 +12,8 @@ say: the handwriting style (slant, thickness, width). That gives STYLE TRANSFER:
 encode a test digit with its own label, decode the code with every label 0-9, and
 the same hand writes every digit.
 
-Label fidelity (the fraction of generated digits that the toolkit classifier of
-models/blocks.py assigns the requested label) is reported next to the ELBO,
+Label fidelity (the fraction of generated digits that the shipped scorer,
+models/scorer/mnist-10k.npz, assigns the requested label) is reported next to the ELBO,
 because the two pull apart: a larger code improves the ELBO, but the decoder can
 then read the class from h and ignore c. The default --latent-dim is therefore 2
 (the README has the measurements).
@@ -95,7 +95,7 @@ class CVAE(Experiment):
         parser.add_argument("--hidden", type=positive_int, default=400, help="hidden units")
         parser.add_argument("--fidelity-samples", type=non_negative_int, default=100,
                             help="prior samples per class for label fidelity after the last "
-                                 "epoch, judged by the toolkit classifier (0 skips it)")
+                                 "epoch, judged by the shipped scorer (0 skips it)")
         add_iw_samples_argument(parser, default=0)
         add_sample_quality_argument(parser)
 

@@ -420,3 +420,24 @@ def test_vaegan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.vaegan import VAEGAN
     assert run_cli(VAEGAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_moving_average_of_g_draws_nothing_and_follows_its_formula():
+    from models.blocks import averaged_copy, dcgan_init, ema_update
+    from models.gan import Generator
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        g = Generator(4, 2)
+        g.apply(dcgan_init)
+        state = mg.get_backend().rng_state()
+        avg = averaged_copy(g, Generator, 4, 2)
+        assert mg.get_backend().rng_state() == state        # the run's noise is unchanged
+        start = [p.numpy().copy() for p in avg.parameters()]
+        assert all(np.array_equal(a, p.numpy()) for a, p in zip(start, g.parameters()))
+        w = next(g.parameters())
+        assert abs(float(w.numpy().std()) - 0.02) < 0.01     # DCGAN's N(0, 0.02)
+        for p in g.parameters():
+            p.data = p.data + 1.0
+        ema_update(avg, g, 0.9)
+        for a, p, s in zip(avg.parameters(), g.parameters(), start):
+            np.testing.assert_allclose(a.numpy(), 0.9 * s + 0.1 * p.numpy(), rtol=1e-6)
