@@ -153,13 +153,13 @@ def averaged_copy(module, cls, *args):
 
 
 def ema_update(average, module, decay):
-    """average <- decay * average + (1 - decay) * module, parameter by parameter (the
-    buffers too: BatchNorm's running statistics follow the module's)."""
+    """average <- decay * average + (1 - decay) * module, parameter by parameter; the
+    buffers (BatchNorm's running statistics) are the module's own, not averaged."""
     with no_grad():
         for a, p in zip(average.parameters(), module.parameters()):
             a.mul_(decay).add_(p, alpha=1.0 - decay)
         for a, b in zip(average.buffers(), module.buffers()):
-            a.copy_(b)
+            a.data = b.data
 
 
 # ----------------------------------------------------------------------------- the classifier

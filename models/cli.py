@@ -128,8 +128,9 @@ class NonFinite(Exception):
 
 
 # flags that change where or how a run runs, not what it computes: free to differ on --resume
+# (--export-samples and the metrics' --scorer judge a model, they do not train it)
 _RUNTIME_FLAGS = {"help", "backend", "data_dir", "out", "resume", "quiet", "epochs",
-                  "overwrite", "export_samples"}
+                  "overwrite", "export_samples", "scorer"}
 
 
 class Experiment:
@@ -264,7 +265,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 # options that do not change what a run computes, so its folder name leaves them out
 _NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet", "overwrite",
-                       "export_samples"}
+                       "export_samples", "scorer"}
 
 
 def build_parser(exp_cls):

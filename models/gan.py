@@ -34,9 +34,11 @@ Architecture (--width w; DCGAN's MNIST setting is w = 64):
        linear layer to one logit; no BatchNorm (the gradient penalty is per example)
 Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
 higher learning rate than DCGAN's 2e-4, because a short run needs the faster
-start. --init dcgan draws the weights from DCGAN's N(0, 0.02); --label-smoothing
-s sets D's target for real images to 1 - s; --ema d samples from an exponential
-moving average of G's weights (decay d) instead of G itself.
+start. The weights start from DCGAN's N(0, 0.02) (--init pytorch: the layers'
+defaults), and the samples come from an exponential moving average of G's
+weights (--ema, the decay; 0 samples G itself), which smooths out the last steps'
+oscillation of an adversarial game; each epoch's record scores G itself too
+(g_fid, ...). --label-smoothing s sets D's target for real images to 1 - s.
 
 Sample quality per epoch and at the end (models/metrics.py, on the shipped
 scorer): the classifier-FID, inception score and rarest class's share of
@@ -159,13 +161,13 @@ class GAN(Experiment):
         parser.add_argument("--beta2", type=number(float, minimum=0, below=1), default=None,
                             help="Adam's beta2 for both networks (default: 0.999 for bce; 0.9 "
                                  "for wgan-gp, Algorithm 1's)")
-        parser.add_argument("--init", choices=["pytorch", "dcgan"], default="pytorch",
+        parser.add_argument("--init", choices=["pytorch", "dcgan"], default="dcgan",
                             help="weight initialisation: PyTorch's layer defaults, or DCGAN's "
                                  "N(0, 0.02)")
         parser.add_argument("--label-smoothing", type=number(float, minimum=0, below=1),
                             default=0.0, help="one-sided label smoothing: D's target for real "
                                               "images is 1 - this (bce)")
-        parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.0,
+        parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.999,
                             help="samples come from an exponential moving average of G's "
                                  "weights with this decay (0: from G itself)")
         parser.add_argument("--gp-weight", type=non_negative_float, default=10.0,
