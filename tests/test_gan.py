@@ -281,7 +281,9 @@ def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, shipped_scorer)
     _finite(recs[:1], ["loss_d", "loss_g", "fid", "inception_score"])
     _finite(recs[1:], ["gan_fid", "gan_inception_score", "real_fid", "real_inception_score"])
     assert recs[1]["real_fid"] < recs[1]["gan_fid"]       # real images beat an untrained G
-    for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png", "checkpoint.npz"):
+    assert sum(recs[1]["gan_class_histogram"]) == 40 and 0 <= recs[1]["gan_rarest_class_share"]
+    for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png",
+              "gan_class_histogram.png", "checkpoint.npz"):
         assert (out / f).stat().st_size > 0, f
     argv = _gan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
     argv[argv.index("--epochs") + 1] = "2"
@@ -329,7 +331,8 @@ def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, shipped_scor
     _finite(recs[:1], ["loss_dis", "kl", "llike", "gan_g", "vae_loss", "vaegan_fid",
                        "vae_fid", "vaegan_test_pixel_mse"])
     _finite(recs[1:], ["vaegan_fid", "vae_fid", "real_fid", "vaegan_inception_score"])
-    for f in ("vaegan_samples.png", "vaegan_reconstructions.png", "vaegan_curves.png"):
+    for f in ("vaegan_samples.png", "vaegan_reconstructions.png", "vaegan_curves.png",
+              "vaegan_class_histogram.png"):
         assert (out / f).stat().st_size > 0, f
     argv = _vaegan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
     argv[argv.index("--epochs") + 1] = "2"
