@@ -2,8 +2,9 @@
 
 Runs each model command that the README shows, with its default flags (each in its
 own process, into its default folder runs/<name>...), then copies the figures the
-README and the guide show into docs/figures/. The toolkit classifier runs first,
-because the generative models' sample-quality scores use it. A figure in
+README and the guide show into docs/figures/. The generative models' sample
+scores use the scorer shipped in models/scorer/, which no run here retrains
+(``python -m models.classifier --train-scorer`` does, on purpose). A figure in
 docs/figures/ is therefore never older than the code that drew it: rerun this
 after changing a model or models/figures.py.
 
@@ -49,8 +50,10 @@ JOBS = [
      ["siamese", "--loss", "triplet", "--embedding-dim", "64"], "runs/siamese-triplet-embedding-dim64",
      {"siamese_embedding.png": "siamese_embedding_dim64.png"}),
     ("gan", ["gan"], "runs/gan",
-     {f: f for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png")}),
-    ("vaegan", ["vaegan"], "runs/vaegan", {"vaegan_samples.png": "vaegan_samples.png"}),
+     {f: f for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png",
+                     "gan_class_histogram.png")}),
+    ("vaegan", ["vaegan"], "runs/vaegan",
+     {f: f for f in ("vaegan_samples.png", "vaegan_class_histogram.png")}),
     ("transfer", ["transfer"], "runs/transfer", {"transfer_accuracy.png": "transfer_accuracy.png"}),
 ]
 

@@ -6,12 +6,15 @@
   VAE-GAN and the plain VAE trained beside it, the GAN's comparison);
 - ``Discriminator``: strided convolutions to one logit, whose conv features are
   the VAE-GAN's Dis_l (the GAN, the VAE-GAN);
+- ``dcgan_init``, ``averaged_copy`` and ``ema_update``: DCGAN's initialisation and a
+  moving average of a generator's weights (the GAN);
 - ``ConvNet``: the toolkit classifier (the classifier, the sample-quality
   metrics, transfer learning's pretrained trunk).
 """
 from __future__ import annotations
 
-from minigrad import nn
+from minigrad import nn, no_grad
+from minigrad.backend import get_backend
 from models.cli import positive_int
 from models.losses import reparameterize
 
@@ -120,6 +123,43 @@ class Discriminator(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+# ----------------------------------------------------------------------------- GAN training aids
+def dcgan_init(m):
+    """DCGAN's initialisation (Radford et al. 2016): conv and linear weights
+    N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0 (``module.apply(dcgan_init)``,
+    as in PyTorch's DCGAN example)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def averaged_copy(module, cls, *args):
+    """``module``'s weights in a fresh ``cls(*args)``, for an exponential moving
+    average. The fresh network's initialisation is overwritten, so the backend's
+    generator is put back as it was (a run's noise is the same with and without an
+    average)."""
+    backend = get_backend()
+    rng = backend.rng_state()
+    copy = cls(*args)
+    backend.set_rng_state(rng)
+    copy.load_state_dict(module.state_dict())
+    return copy
+
+
+def ema_update(average, module, decay):
+    """average <- decay * average + (1 - decay) * module, parameter by parameter; the
+    buffers (BatchNorm's running statistics) are the module's own, not averaged."""
+    with no_grad():
+        for a, p in zip(average.parameters(), module.parameters()):
+            a.mul_(decay).add_(p, alpha=1.0 - decay)
+        for a, b in zip(average.buffers(), module.buffers()):
+            a.data = b.data
 
 
 # ----------------------------------------------------------------------------- the classifier

@@ -21,7 +21,12 @@ and, where it needs them,
     evaluate(epoch)        metrics after every epoch
     final()                metrics once, after the last epoch
     figures(epoch, history, final)   PNGs, written with run.savefig
+    sample(n)              a generative model: n samples of its current model, a dict
+                           {"images": (n, 1, 28, 28) pixels in [0, 1], ...} of Tensors or
+                           host arrays (the CVAE adds "labels"); defining it gives the
+                           model --export-samples
     epochs_help            what --epochs counts, where that is not plain training epochs
+    lr_help                what --lr's default is, where it depends on other options
 
 Modes: the CLI switches none. Every hook runs with gradients on and with the
 modules in the mode the model left them in (training mode, from construction).
@@ -47,7 +52,14 @@ What a run does
         append the record to <out>/metrics.jsonl, write <out>/checkpoint.npz atomically
         figures(epoch, history, final=False)
     final() -> the last line of metrics.jsonl, marked "final": true
+    --export-samples N: sample(N) -> <out>/samples.npz (written atomically): "images"
+        float32 (N, 1, 28, 28) in [0, 1], and whatever else sample returns ("labels")
     figures(epoch, history, final=True)
+
+--export-samples draws its noise from the backend's generator seeded with --seed
+(and puts every stream back afterwards), so the samples depend only on the model
+and the seed: ``--resume CKPT --epochs 0 --export-samples N`` writes exactly the
+samples that the run which wrote CKPT would have written at its end.
 
 ``train_epoch`` is that loop's inner part, and the one loop of every other
 training in models/ too (transfer learning's heads, the toolkit classifier).
@@ -117,8 +129,9 @@ class NonFinite(Exception):
 
 
 # flags that change where or how a run runs, not what it computes: free to differ on --resume
+# (--export-samples and the metrics' --scorer judge a model, they do not train it)
 _RUNTIME_FLAGS = {"help", "backend", "data_dir", "out", "resume", "quiet", "epochs",
-                  "overwrite"}
+                  "overwrite", "export_samples", "scorer"}
 
 
 class Experiment:
@@ -128,6 +141,7 @@ class Experiment:
     defaults: dict = {}
     checkpoint: tuple = ()
     epochs_help = "number of training epochs"
+    lr_help = "learning rate"
 
     def __init__(self, args, run):
         self.args = args
@@ -148,6 +162,8 @@ class Experiment:
 
     def figures(self, epoch, history, final):
         pass
+
+    sample = None     # a generative model: def sample(self, n) -> {"images": ..., ...}
 
 
 class Run:
@@ -249,7 +265,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 # options that do not change what a run computes, so its folder name leaves them out
-_NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet", "overwrite"}
+_NOT_IN_FOLDER_NAME = {"help", "backend", "data_dir", "out", "resume", "quiet", "overwrite",
+                       "export_samples", "scorer"}
 
 
 def build_parser(exp_cls):
@@ -271,7 +288,7 @@ def build_parser(exp_cls):
                    help=exp_cls.epochs_help)
     g.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help="training examples per step")
-    g.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
+    g.add_argument("--lr", type=positive_float, default=d["lr"], help=exp_cls.lr_help)
     g.add_argument("--seed", type=non_negative_int, default=d["seed"],
                    help="seeds every random stream of the run")
     g.add_argument("--out", default=None,
@@ -286,6 +303,11 @@ def build_parser(exp_cls):
     g.add_argument("--overwrite", action="store_true",
                    help="delete an earlier run's files in --out instead of moving them into "
                         "<out>/previous/")
+    if exp_cls.sample is not None:
+        g.add_argument("--export-samples", type=non_negative_int, default=0, metavar="N",
+                       help="write N samples of the final model to <out>/samples.npz: "
+                            "'images' float32 (N, 1, 28, 28) in [0, 1] (with --resume CKPT "
+                            "--epochs 0: of the checkpoint, without training)")
     exp_cls.add_arguments(p.add_argument_group(f"{exp_cls.name} options"))
     return p
 
@@ -602,6 +624,9 @@ def _train(exp, run, args, checkpoint):
         final.update(_floats(exp.final()))
         history.append(final)
         _append(metrics_path, final)
+        exported = _export_samples(exp, run, getattr(args, "export_samples", 0))
+        if exported is not None:
+            run.print(f"wrote {args.export_samples} samples to {exported}")
         _figures(exp, run, epoch, history, True)
         if len(final) > 2:
             run.print(_summary(final))
@@ -623,6 +648,35 @@ def _train(exp, run, args, checkpoint):
                   f"continue with --resume {holder}", file=sys.stderr)
         return 130
     return 0
+
+
+def _export_samples(exp, run, n):
+    """<out>/samples.npz from ``exp.sample(n)``, drawn with the backend's generator
+    seeded with --seed; every random stream is put back afterwards."""
+    if not n:
+        return None
+    saved = run.backend.rng_state(), run.rng.bit_generator.state
+    run.backend.seed(run.args.seed)
+    try:
+        arrays = {k: v.numpy() if isinstance(v, mg.Tensor) else np.asarray(v)
+                  for k, v in exp.sample(n).items()}
+    finally:
+        run.backend.set_rng_state(saved[0])
+        run.rng.bit_generator.state = saved[1]
+    images = arrays["images"].astype(np.float32).reshape(n, 1, 28, 28)
+    if not np.isfinite(images).all():
+        raise NonFinite("the exported samples are not finite; samples.npz was not written")
+    arrays["images"] = images
+    path = run.out / "samples.npz"
+    tmp = run.out / f".tmp-{os.getpid()}-samples.npz"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
 
 
 def _kept(holder, completed):

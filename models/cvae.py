@@ -12,8 +12,8 @@ say: the handwriting style (slant, thickness, width). That gives STYLE TRANSFER:
 encode a test digit with its own label, decode the code with every label 0-9, and
 the same hand writes every digit.
 
-Label fidelity (the fraction of generated digits that the toolkit classifier of
-models/blocks.py assigns the requested label) is reported next to the ELBO,
+Label fidelity (the fraction of generated digits that the shipped scorer,
+models/scorer/mnist-10k.npz, assigns the requested label) is reported next to the ELBO,
 because the two pull apart: a larger code improves the ELBO, but the decoder can
 then read the class from h and ignore c. The default --latent-dim is therefore 2
 (the README has the measurements).
@@ -28,11 +28,11 @@ from minigrad import nn, optim
 from models.blocks import N_PIXELS, mlp_decoder, mlp_encoder
 from models.cli import Experiment, non_negative_int, positive_int, run_cli
 from models.evaluation import (accuracy, add_iw_samples_argument, evaluate_elbo,
-                               evaluate_iw_log_likelihood, evaluating, load_pretrained_classifier)
+                               evaluate_iw_log_likelihood, evaluating, load_scorer)
 from models.figures import draw_curves, draw_rows
 from models.losses import reparameterize, vae_loss
-from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
-                            report_sample_quality)
+from models.metrics import (add_sample_quality_argument, draw_class_histograms,
+                            final_sample_quality, report_sample_quality, sample_quality)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -95,7 +95,7 @@ class CVAE(Experiment):
         parser.add_argument("--hidden", type=positive_int, default=400, help="hidden units")
         parser.add_argument("--fidelity-samples", type=non_negative_int, default=100,
                             help="prior samples per class for label fidelity after the last "
-                                 "epoch, judged by the toolkit classifier (0 skips it)")
+                                 "epoch, judged by the shipped scorer (0 skips it)")
         add_iw_samples_argument(parser, default=0)
         add_sample_quality_argument(parser)
 
@@ -115,11 +115,19 @@ class CVAE(Experiment):
             x = self.model.decode(self.run.tensor(h), self.run.tensor(labels)).sigmoid()
         return x, self.run.tensor(labels)
 
+    def sample(self, n):
+        """--export-samples: n prior samples, labels 0, 1, ..., 9, 0, 1, ... (every class
+        alike), each decoded from its own h ~ N(0, I)."""
+        labels = self.run.tensor(np.arange(n) % self.model.n_classes)
+        with evaluating(self.model):
+            images = self.model.decode(mg.randn(n, self.args.latent_dim), labels).sigmoid()
+        return {"images": images, "labels": labels}
+
     def final(self):
         out, args, run = {}, self.args, self.run
         with evaluating(self.model):
-            if args.fidelity_samples:
-                clf = load_pretrained_classifier(run)
+            clf = load_scorer(run) if args.fidelity_samples else None
+            if clf is not None:
                 x, labels = self.prior_samples(args.fidelity_samples, args.seed + 1)
                 out["label_fidelity"] = accuracy(clf, x, labels)
                 tx, ty = run.tensor(run.data.test_x[:100]), run.tensor(run.data.test_y[:100])
@@ -131,8 +139,8 @@ class CVAE(Experiment):
                 run.print(f"label fidelity: {100 * out['label_fidelity']:.1f}% of prior samples, "
                           f"{100 * out['transfer_fidelity']:.1f}% of style transfers are "
                           "classified as the requested digit")
-            if args.metric_samples:
-                quality = SampleQuality(run, n=args.metric_samples)
+            quality = sample_quality(run, args.metric_samples)
+            if quality is not None:
                 k = self.model.n_classes
                 x, _ = self.prior_samples(-(-quality.n // k), args.seed + 2)  # every class
                 out.update(final_sample_quality(quality, {"": x[:quality.n]}))
@@ -166,6 +174,7 @@ class CVAE(Experiment):
                         "label, decoded with every label", col_labels=["input"] + names)
         draw_rows(run, "cvae_reconstructions.png", [test_x[:16], recon], ["input", "output"],
                   f"cvae ({code}): test digits and their decoded means mu(x, y)")
+        draw_class_histograms(run, "cvae_class_histogram.png", history[-1], [("", "cvae")])
         draw_curves(run, "cvae_loss.png", history, [
             ([("loss", "train -ELBO"), ("test_loss", "test -ELBO")], "nats per image"),
             ([("test_recon", "test recon"), ("test_kl", "test KL")], "nats per image")],

@@ -6,23 +6,19 @@
 - verification: fixed test pairs and triplets, ROC-AUC, the best distance threshold;
 - the VAE family's test -ELBO and importance-weighted log-likelihood;
 - ``generate``: decoded samples of N(0, I) codes, in batches;
-- loading a trained model: the toolkit classifier, a VAE run's model.
+- loading a trained classifier: the shipped sample scorer, or another one.
 """
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
-import types
 
 import numpy as np  # host-side: fixed evaluation pairs and ROC metrics on host arrays
 
 import minigrad as mg
-import minigrad.functional as F
-from minigrad import optim
 from models import losses as L
-from models.blocks import N_PIXELS, ConvNet, VAEModel
-from models.cli import default_folder, non_negative_int, train_epoch
+from models.blocks import N_PIXELS, ConvNet
+from models.cli import non_negative_int
 
 
 @contextlib.contextmanager
@@ -239,106 +235,51 @@ def generate(decode, n, latent_dim, noise=None, batch_size=500):
 
 
 # ----------------------------------------------------------------------------- trained models
-def classifier_weights_path(dataset, folder=None):
-    """Where the toolkit classifier of a data set lives: ``folder``, else
-    $MINIGRAD_CLASSIFIER_DIR, else the folder of ``python -m models.classifier
-    --dataset <dataset>``; the file is classifier-<dataset>.npz."""
-    folder = folder or os.environ.get("MINIGRAD_CLASSIFIER_DIR") or \
-        default_folder("classifier", dataset)
-    return pathlib.Path(folder) / f"classifier-{dataset}.npz"
+SCORER_PATH = pathlib.Path(__file__).with_name("scorer") / "mnist-10k.npz"
+SCORER_DATASETS = ("mnist-10k", "mnist")        # the digits the shipped scorer judges
 
 
-_CACHE: dict = {}
-
-
-def load_pretrained_classifier(run_or_backend=None, path=None, train_if_missing=True, epochs=3,
-                               dataset=None):
-    """An eval-mode ``ConvNet`` for a data set, on a backend.
-
-    ``run_or_backend`` is a CLI run (its backend, ``--dataset`` and ``--data-dir``
-    are used) or a backend / backend name / None for the current one (then
-    ``dataset``, default ``mnist-10k``). Loads ``path`` (default
-    ``classifier_weights_path(dataset)``; a classifier run's ``checkpoint.npz``
-    works too); if it is missing, trains one on the FULL training split of the data
-    set (not the run's ``--limit``), saves it there and returns it. Kept in memory
-    for the rest of the process. The caller's random streams are left as they were:
-    loading or training a scorer never shifts a model's training noise.
-    """
-    if hasattr(run_or_backend, "args") and hasattr(run_or_backend, "backend"):
-        run = run_or_backend
-    else:
-        run = types.SimpleNamespace(
-            args=types.SimpleNamespace(dataset=dataset or "mnist-10k", data_dir=None),
-            backend=mg.get_backend(run_or_backend), print=lambda *a, **k: None)
-    dataset = dataset or getattr(run.args, "dataset", "mnist-10k")
-    path = pathlib.Path(path) if path else classifier_weights_path(dataset)
-    key = (str(path), run.backend.name)
+def load_classifier(path, backend=None):
+    """An eval-mode ``ConvNet`` from a file: a classifier run's
+    classifier-<dataset>.npz or its checkpoint.npz, or the shipped scorer. Its shape
+    (width, hidden units, classes) is read from the weights; loading draws nothing
+    from the backend's generator, and the weights never require gradients. Kept in
+    memory for the rest of the process (a file is read once per backend)."""
+    backend = mg.get_backend(backend)
+    path = pathlib.Path(path)
+    key = (str(path.resolve()), backend.name)
     if key in _CACHE:
         return _CACHE[key]
-    if path.is_file():
-        saved = mg.load(path, backend=run.backend)
-        if saved.get("model") == "classifier":     # the CLI's checkpoint.npz
-            state, width = saved["state"]["model"], saved["args"].get("width", 32)
-        else:                                        # classifier-<dataset>.npz
-            state, width = saved["state"], saved.get("width", 32)
-        rng = run.backend.rng_state()       # the initialisation below is overwritten anyway
-        model = ConvNet(state["head.weight"].shape[0], int(width))
-        run.backend.set_rng_state(rng)
-        model.load_state_dict(state)
-    elif train_if_missing:
-        model = _train_toolkit_classifier(run, dataset, epochs)
-        mg.save({"dataset": dataset, "width": 32, "state": model.state_dict()}, path)
-    else:
-        raise FileNotFoundError(f"no pretrained classifier at {path}; run "
-                                f"`python -m models.classifier --dataset {dataset}` first")
+    saved = mg.load(path, backend=backend)
+    state = saved["state"]["model"] if saved.get("model") == "classifier" else saved["state"]
+    width, hidden = state["trunk.0.weight"].shape[0], state["fc.0.weight"].shape[0]
+    rng = backend.rng_state()           # the initialisation below is overwritten anyway
+    with mg.backend(backend.name):
+        model = ConvNet(state["head.weight"].shape[0], int(width), int(hidden))
+    backend.set_rng_state(rng)
+    model.load_state_dict(state)
+    for p in model.parameters():
+        p.requires_grad_(False)
     model.eval()
     _CACHE[key] = model
     return model
 
 
-def _train_toolkit_classifier(run, dataset, epochs):
-    """Train a ConvNet on a data set with a generator of its own (seed 1234), leaving
-    the run's random streams as they were."""
-    from minigrad.data import DataLoader, TensorDataset, load_dataset
-    data = load_dataset(dataset, getattr(run.args, "data_dir", None))
-    run.print(f"training the toolkit classifier on {dataset} ({epochs} epochs) for the metrics...")
-    # gradients on: a model may ask for its scorer inside an evaluation block
-    with mg.backend(run.backend.name), mg.enable_grad():
-        state = run.backend.rng_state()
-        run.backend.seed(1234)
-        model = ConvNet(len(data.class_names))
-        opt = optim.Adam(model.parameters(), lr=1e-3)
-        loader = DataLoader(TensorDataset(data.train_x, data.train_y), batch_size=128,
-                            shuffle=True, seed=1234)
-
-        def step(x, y):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return {}
-
-        for _ in range(epochs):
-            train_epoch(step, loader)
-        run.backend.set_rng_state(state)
-    return model
+_CACHE: dict = {}
 
 
-def load_vae(run, folder=None):
-    """The VAE of a ``python -m models.vae`` run (default: the folder of a default run
-    on the run's data set), in eval mode on the run's backend, or None if there is
-    none or it does not load: a comparison with it is optional, never a failure."""
-    path = pathlib.Path(folder or default_folder("vae", run.args.dataset)) / "checkpoint.npz"
-    if not path.is_file():
-        return None
-    try:
-        ckpt = mg.load(path, backend=run.backend)
-        if ckpt.get("model") != "vae":
+def load_scorer(run):
+    """The classifier that judges a run's samples (classifier-FID, inception score,
+    class histogram, CVAE label fidelity), or None where the run's data set has none.
+
+    It is fixed: ``--scorer PATH`` if the run was given one (a classifier-<dataset>.npz
+    of ``python -m models.classifier``), else the scorer shipped in the package
+    (models/scorer/mnist-10k.npz, for the digit sets mnist-10k and mnist; the README
+    names the command that trained it). A run never trains, changes or caches a
+    scorer on disk, so numbers of runs on any machine are comparable."""
+    path = getattr(run.args, "scorer", None)
+    if path is None:
+        if run.args.dataset not in SCORER_DATASETS:
             return None
-        a = ckpt["args"]
-        model = VAEModel(a.get("arch", "mlp"), a.get("latent_dim", 20), a.get("hidden"))
-        model.load_state_dict(ckpt["state"]["model"])
-        return model.eval()
-    except Exception as e:  # noqa: BLE001 (a comparison only)
-        run.print(f"(VAE comparison skipped: {path}: {type(e).__name__}: {e})")
-        return None
+        path = SCORER_PATH
+    return load_classifier(path, run.backend)

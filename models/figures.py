@@ -133,6 +133,27 @@ def draw_lines(run, filename, x, series, xlabel, ylabel, title, log_x=False):
     run.savefig(fig, filename)
 
 
+def draw_bars(run, filename, categories, series, xlabel, ylabel, title, line=None):
+    """Grouped bars: one bar per category for each (label, values) of ``series``; an
+    optional horizontal (y, label) ``line`` (e.g. an even share)."""
+    fig = _figure(5.6, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(categories))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    if line is not None:
+        ax.axhline(line[0], color="black", ls="--", lw=1, label=line[1])
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(c) for c in categories])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=TITLE_SIZE)
+    ax.legend(fontsize=LABEL_SIZE - 1)
+    fig.tight_layout()
+    run.savefig(fig, filename)
+
+
 def draw_histograms(run, filename, groups, lines, xlabel, ylabel, title, bins=60):
     """Overlaid histograms, one per (values, label) of ``groups``, and vertical lines,
     one per (x, label, colour, style) of ``lines``."""

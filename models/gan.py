@@ -21,20 +21,30 @@ log(sigmoid(.)) of a saturated value (models/losses.py, "GANs").
 
 with xhat on lines between real and fake images; the penalty differentiates through
 the critic's input gradient (mg.grad(create_graph=True): double backward through
-conv). The critic takes --n-critic steps per generator step.
+conv). The critic takes --n-critic steps per generator step, and the optimiser is
+Algorithm 1's by default: Adam lr 1e-4, betas (0, 0.9), n_critic = 5.
+
+Each generator step draws its own noise z, as Algorithm 1 of both papers does,
+rather than reusing the fakes that the discriminator's step saw.
 
 Architecture (--width w; DCGAN's MNIST setting is w = 64):
     G: z (--z-dim) -> Linear -> BN -> ReLU -> (2w, 7, 7) -> ConvT 4x4/2 -> BN -> ReLU
        -> (w, 14, 14) -> ConvT 4x4/2 -> (1, 28, 28) -> tanh        (images scaled to [-1, 1])
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
        linear layer to one logit; no BatchNorm (the gradient penalty is per example)
-Separate Adam optimizers for G and D with DCGAN's betas (0.5, 0.999) and a higher
-learning rate than DCGAN's 2e-4, because a short run needs the faster start.
+Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
+higher learning rate than DCGAN's 2e-4, because a short run needs the faster
+start. The weights start from DCGAN's N(0, 0.02) (--init pytorch: the layers'
+defaults), and the samples come from an exponential moving average of G's
+weights (--ema, the decay; 0 samples G itself), which smooths out the last steps'
+oscillation of an adversarial game; each epoch's record scores G itself too
+(g_fid, ...). --label-smoothing s sets D's target for real images to 1 - s.
 
-Sample quality per epoch and at the end (models/metrics.py): the classifier-FID
-and inception score of --metric-samples generated images; the final record adds
-real training images (the floor a perfect generator reaches) and, where a default
-``python -m models.vae`` run of the data set exists, the VAE's prior samples.
+Sample quality per epoch and at the end (models/metrics.py, on the shipped
+scorer): the classifier-FID, inception score and rarest class's share of
+--metric-samples generated images; the final record adds real training images
+(the floor a perfect generator reaches) and the class histogram
+(gan_class_histogram.png). --export-samples N writes N samples to samples.npz.
 """
 from __future__ import annotations
 
@@ -42,13 +52,14 @@ import numpy as np  # host-side: the figures' fixed noise (arrays from Tensor.nu
 
 import minigrad as mg
 from minigrad import nn, optim
-from models.blocks import Discriminator
+from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
-from models.evaluation import generate, load_vae
+from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
-from models.losses import (gan_discriminator_loss, gan_generator_loss, gradient_penalty,
-                           wgan_critic_loss, wgan_generator_loss)
-from models.metrics import SampleQuality, add_sample_quality_argument, final_sample_quality
+from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, wgan_critic_loss,
+                           wgan_generator_loss)
+from models.metrics import (add_sample_quality_argument, draw_class_histograms,
+                            final_sample_quality, sample_quality)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -57,7 +68,6 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim=64, width=32):
         super().__init__()
-        self.z_dim = z_dim
         c = 2 * width
         self.net = nn.Sequential(
             nn.Linear(z_dim, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7), nn.ReLU(),
@@ -72,12 +82,13 @@ class Generator(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
-    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating
-    L_G = -E[log D(G(z))] (from logits); --loss wgan-gp for the Wasserstein loss with
-    gradient penalty. Reports classifier-FID and inception score per epoch."""
+    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating L_G =
+    -E[log D(G(z))] (from logits); --loss wgan-gp: Wasserstein loss, gradient penalty."""
 
     name = "gan"
-    defaults = dict(epochs=16, batch_size=64, lr=5e-4)
+    defaults = dict(epochs=16, batch_size=64, lr=None)
+    adam = {"bce": (5e-4, 0.5, 0.999), "wgan-gp": (1e-4, 0.0, 0.9)}    # lr, betas by --loss
+    lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
 
     def __init__(self, args, run):
@@ -85,32 +96,34 @@ class GAN(Experiment):
         self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
         self.generator = Generator(args.z_dim, args.width)
         self.discriminator = Discriminator(args.width)
-        betas = (args.beta1, 0.999)
-        self.opt_g = optim.Adam(self.generator.parameters(), lr=args.lr, betas=betas)
-        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=betas)
-        self.steps = 0                        # D steps so far
-        self.last_g = {}                      # G's last loss, logged until it steps again
-        self.progress = []                    # [epoch, 12 fixed-noise samples] per epoch
-        self.quality = SampleQuality(run, n=args.metric_samples) if args.metric_samples \
-            else None
-        # the figures' fixed noise (a host generator of its own: the same on every backend)
-        self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
-            (64, args.z_dim)).astype(np.float32)
+        if args.init == "dcgan":
+            self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
+        if args.ema:      # the samples' generator: an exponential moving average of G's weights
+            self.generator_ema = averaged_copy(self.generator, Generator, args.z_dim, args.width)
+            self.checkpoint += ("generator_ema",)
+        lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
+                                                            self.adam[args.loss]))
+        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=(b1, b2))
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=lr, betas=(b1, b2))
+        # D steps so far; G's last loss (logged until it steps again); [epoch, 12 samples]s
+        self.steps, self.last_g, self.progress = 0, {}, []
+        self.quality = sample_quality(run, args.metric_samples)
+        self.fixed_noise = np.random.default_rng(args.seed).standard_normal(  # the figures'
+            (64, args.z_dim)).astype(np.float32)       # (a host generator: any backend)
 
     def d_loss(self, real, fake):
         """Discriminator / critic loss on a real and a (detached) fake batch."""
         D = self.discriminator
-        if self.args.loss == "bce":
-            return gan_discriminator_loss(D(real), D(fake)), {}
+        if self.args.loss == "bce":          # one-sided label smoothing: real -> 1 - s
+            return gan_bce(D(real), 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0), {}
         real_s, fake_s = D(real), D(fake)
         gp = gradient_penalty(D, real, fake)
         return wgan_critic_loss(real_s, fake_s) + self.args.gp_weight * gp, {
             "wasserstein": (real_s.mean() - fake_s.mean()).item(), "gp": gp.item()}
 
     def g_loss(self, fake):
-        logits = self.discriminator(fake)
-        return gan_generator_loss(logits) if self.args.loss == "bce" else \
-            wgan_generator_loss(logits)
+        loss = gan_generator_loss if self.args.loss == "bce" else wgan_generator_loss
+        return loss(self.discriminator(fake))
 
     def train_step(self, x, y):
         real = x * 2.0 - 1.0                                  # [0, 1] -> G's tanh range
@@ -121,11 +134,16 @@ class GAN(Experiment):
         self.opt_d.step()
         self.steps += 1
         if self.steps % self.n_critic == 0 or not self.last_g:
-            loss_g = self.g_loss(fake)       # D just moved; G follows (D's grads cleared next step)
+            # G follows the D that just moved, on fresh z (D's grads: cleared next step)
+            loss_g = self.g_loss(self.generator(mg.randn(x.shape[0], self.args.z_dim)))
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
             self.last_g = {"loss_g": loss_g.item()}
+            if self.args.ema:
+                t = self.steps // self.n_critic          # G steps so far: a short early memory
+                ema_update(self.generator_ema, self.generator,
+                           min(self.args.ema, (1 + t) / (10 + t)))
         return {"loss_d": loss_d.item(), **self.last_g, **extra}
 
     @staticmethod
@@ -137,8 +155,21 @@ class GAN(Experiment):
         parser.add_argument("--width", type=positive_int, default=32,
                             help="channels of D's first conv and of G's last hidden layer "
                                  "(DCGAN's MNIST setting: 64)")
-        parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=0.5,
-                            help="Adam's beta1 for both networks (DCGAN's)")
+        parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=None,
+                            help="Adam's beta1 for both networks (default: DCGAN's 0.5 for bce; "
+                                 "0 for wgan-gp, Algorithm 1's)")
+        parser.add_argument("--beta2", type=number(float, minimum=0, below=1), default=None,
+                            help="Adam's beta2 for both networks (default: 0.999 for bce; 0.9 "
+                                 "for wgan-gp, Algorithm 1's)")
+        parser.add_argument("--init", choices=["pytorch", "dcgan"], default="dcgan",
+                            help="weight initialisation: PyTorch's layer defaults, or DCGAN's "
+                                 "N(0, 0.02)")
+        parser.add_argument("--label-smoothing", type=number(float, minimum=0, below=1),
+                            default=0.0, help="one-sided label smoothing: D's target for real "
+                                              "images is 1 - this (bce)")
+        parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.999,
+                            help="samples come from an exponential moving average of G's "
+                                 "weights with this decay (0: from G itself)")
         parser.add_argument("--gp-weight", type=non_negative_float, default=10.0,
                             help="lambda of the gradient penalty (wgan-gp)")
         parser.add_argument("--n-critic", type=positive_int, default=None,
@@ -146,32 +177,39 @@ class GAN(Experiment):
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
-    def samples(self, n, noise=None):
+    def samples(self, n, noise=None, generator=None):
         """n images of G in [0, 1], without a graph. G samples in training mode, as in
         PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
         statistics, since the running averages lag behind a generator that changes
         quickly in a short run (in eval mode the early samples came out washed out)."""
-        return generate(lambda z: (self.generator(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
+        g = generator if generator is not None else \
+            (self.generator_ema if self.args.ema else self.generator)
+        return generate(lambda z: (g(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
 
     def evaluate(self, epoch):
         self._grid = self.samples(64, self.run.tensor(self.fixed_noise)).numpy()
         self.progress.append([epoch, self._grid[:12]])
         if self.quality is None:
             return {}
-        q = self.quality(self.samples(self.args.metric_samples))
-        return {"fid": q["fid"], "inception_score": q["inception_score"]}
+        keys = ("fid", "inception_score", "rarest_class_share")
+        q = self.quality(self.samples(self.quality.n))
+        out = {k: q[k] for k in keys}
+        if self.args.ema:        # what the average buys: G's own samples, scored alike
+            q = self.quality(self.samples(self.quality.n, generator=self.generator))
+            out.update({f"g_{k}": q[k] for k in keys})
+        return out
+
+    def sample(self, n):
+        """--export-samples: n images G(z), z ~ N(0, I)."""
+        return {"images": self.samples(n)}
 
     def final(self):
         if self.quality is None:
             return {}
-        samples = {"gan_": self.samples(self.quality.n)}
-        vae = load_vae(self.run)
-        if vae is not None:
-            samples["vae_"] = generate(lambda h: vae.decode(h).sigmoid(), self.quality.n,
-                                       vae.latent_dim, batch_size=self.quality.n)
-        out = final_sample_quality(self.quality, samples)
+        out = final_sample_quality(self.quality, {"gan_": self.samples(self.quality.n)})
         self.run.print("classifier-FID / inception score at n = %d: " % self.quality.n
-                       + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "metric_samples"))
+                       + ", ".join(f"{k} {v:.3f}" for k, v in out.items()
+                                   if isinstance(v, float)))
         return out
 
     # ------------------------------------------------------------------------- figures
@@ -198,6 +236,9 @@ class GAN(Experiment):
                            "log"))
             panels.append(([("inception_score", "inception score (higher is better)")],
                            "inception score"))
+            panels.append(([("rarest_class_share", "rarest class's share of the samples")],
+                           "share (0.1 = even)"))
+        draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("gan_", name)])
         draw_curves(run, f"{name}_curves.png", history, panels,
                     title=f"{name} ({self.args.loss}) training curves")
 

@@ -1,4 +1,8 @@
-"""Sample-quality metrics for the generative models, on the toolkit classifier.
+"""Sample-quality metrics for the generative models, on the shipped scorer.
+
+Every number here comes from one fixed classifier, trained once and shipped in the
+package (models/scorer/mnist-10k.npz; models/evaluation.py::load_scorer), so that
+runs on any machine, in any order, score alike. A run never trains a scorer.
 
 Frechet distance on classifier features ("classifier-FID"). Fit a Gaussian to the
 penultimate-layer features of a classifier on real images (mu_r, S_r) and on
@@ -20,10 +24,15 @@ and n_classes (confident predictions, spread evenly over the classes).
 
 NOT comparable with published FID / IS numbers: those use the Inception-v3
 network's 2048-d pool features / ImageNet classes on 50,000 samples. Here the
-features come from the small MNIST classifier in models/classifier.py, and the
+features come from the small MNIST scorer (models/blocks.py's ConvNet), and the
 sample sizes are small (FD is biased upwards for small n). Compare numbers only
 with each other at the same n, and against the "floor": real images vs disjoint
 real images, which is what a perfect generator would score.
+
+Mode coverage: the scorer's predicted class of every sample gives the class
+histogram, and ``rarest_class_share`` (the smallest class's fraction; 1 / n_classes
+for even coverage, 0 when a class is never drawn) shows mode dropping, which
+neither FID nor IS shows at this sample size.
 """
 from __future__ import annotations
 
@@ -36,7 +45,8 @@ from scipy import linalg  # host-side: matrix square root on host arrays
 
 import minigrad as mg
 from models.cli import non_negative_int
-from models.evaluation import evaluating, load_pretrained_classifier
+from models.evaluation import evaluating, load_scorer
+from models.figures import draw_bars
 
 
 # ----------------------------------------------------------------------------- Frechet distance
@@ -137,12 +147,21 @@ def classifier_outputs(classifier, images, batch_size=500):
     return mg.cat(feats, axis=0), mg.cat(logits, axis=0)
 
 
-class SampleQuality:
-    """Classifier-FID and inception score of generated images, against ``n`` real
-    TEST images of the run (their statistics computed once).
+def class_histogram(logits, n_classes=None):
+    """Counts of the predicted classes (argmax of (N, C) logits), a list of C ints."""
+    c = n_classes or logits.shape[1]
+    pred = logits.argmax(axis=1)
+    return [int((pred == k).astype("int64").sum().item()) for k in range(c)]
 
-        quality = SampleQuality(run, n=1000)        # loads/trains the toolkit classifier
-        quality(samples)  -> {"fid": ..., "inception_score": ...}
+
+class SampleQuality:
+    """Classifier-FID, inception score and class histogram of generated images, on
+    the run's scorer, against ``n`` real TEST images of the run (their statistics
+    computed once).
+
+        quality = sample_quality(run, n=1000)     # None if the data set has no scorer
+        quality(samples)  -> {"fid", "inception_score", "rarest_class_share",
+                              "class_histogram"}
         quality.real_floor() -> the same for n real TRAIN images (disjoint from test):
                                 what a perfect generator would score at this n.
 
@@ -151,8 +170,10 @@ class SampleQuality:
 
     def __init__(self, run, n=1000, classifier=None):
         self.run = run
-        self.classifier = classifier if classifier is not None else \
-            load_pretrained_classifier(run)
+        self.classifier = classifier if classifier is not None else load_scorer(run)
+        if self.classifier is None:
+            raise ValueError(f"no sample scorer for --dataset {run.args.dataset}: pass "
+                             "--scorer PATH or --metric-samples 0")
         self.n = min(int(n), run.data.test_x.shape[0])
         if self.n < 2:
             raise ValueError(f"SampleQuality: needs at least 2 test images, got {self.n}")
@@ -167,14 +188,29 @@ class SampleQuality:
             images = self.run.tensor(images)
         feats, logits = classifier_outputs(self.classifier, images.detach())
         mu, cov = gaussian_fit(feats)
+        counts = class_histogram(logits)
         return {"fid": frechet_distance_from_stats(mu.numpy(), cov.numpy(), self.real_mu,
                                                    self.real_cov),
-                "inception_score": inception_score(logits)}
+                "inception_score": inception_score(logits),
+                "rarest_class_share": min(counts) / max(sum(counts), 1),
+                "class_histogram": counts}
 
     def real_floor(self):
         """Scores of n real training images against the n real test images."""
         n = min(self.n, self.run.data.train_x.shape[0])
         return self(self.run.data.train_x[:n])
+
+
+def sample_quality(run, n):
+    """``SampleQuality(run, n)``, or None when ``n`` is 0 or the run's data set has no
+    scorer (fashion-mnist without --scorer: said once in the run's log)."""
+    if not n:
+        return None
+    if load_scorer(run) is None:
+        run.print(f"(no sample scorer ships for {run.args.dataset}: classifier-FID, inception "
+                  "score and class histogram skipped; --scorer PATH gives one)")
+        return None
+    return SampleQuality(run, n)
 
 
 # ----------------------------------------------------------------------------- the CLI flag
@@ -189,18 +225,23 @@ def sample_count(text):
 
 
 def add_sample_quality_argument(parser):
-    """``--metric-samples``: one flag, the same for every generative model."""
+    """``--metric-samples`` and ``--scorer``: the same flags for every generative model."""
     parser.add_argument("--metric-samples", type=sample_count, default=1000,
-                        help="generated images for classifier-FID / inception score "
-                             "(0 skips them)")
+                        help="generated images for classifier-FID / inception score / class "
+                             "histogram (0 skips them)")
+    parser.add_argument("--scorer", default=None, metavar="PATH",
+                        help="the classifier that scores samples: a classifier-<dataset>.npz "
+                             "of python -m models.classifier (default: the scorer shipped "
+                             "for mnist-10k and mnist)")
 
 
 def final_sample_quality(quality, samples):
     """The final-evaluation record of the generative models of a run. ``samples`` maps a
     key prefix to generated images, e.g. ``{"gan_": ..., "vae_": ...}`` or ``{"": ...}``;
     each gets its classifier-FID and inception score (keys ``<prefix>fid``,
-    ``<prefix>inception_score``), next to the floor that real images reach at the same
-    n (``real_fid``, ``real_inception_score``, computed once)."""
+    ``<prefix>inception_score``, ``<prefix>rarest_class_share``,
+    ``<prefix>class_histogram``), next to the floor that real images reach at the
+    same n (``real_...``, computed once)."""
     out = {}
     for prefix, images in samples.items():
         out.update({f"{prefix}{k}": v for k, v in quality(images).items()})
@@ -212,6 +253,26 @@ def final_sample_quality(quality, samples):
 def report_sample_quality(run, out):
     """One line for the run's log from a ``final_sample_quality`` record."""
     run.print(f"prior samples: classifier-FID {out['fid']:.2f}, inception score "
-              f"{out['inception_score']:.2f} (real test images vs real train images: "
-              f"{out['real_fid']:.2f}, {out['real_inception_score']:.2f}; n = "
-              f"{out['metric_samples']})")
+              f"{out['inception_score']:.2f}, rarest class {out['rarest_class_share']:.3f} "
+              f"(real train images vs real test images: {out['real_fid']:.2f}, "
+              f"{out['real_inception_score']:.2f}, {out['real_rarest_class_share']:.3f}; "
+              f"n = {out['metric_samples']})")
+
+
+def draw_class_histograms(run, filename, record, models):
+    """Mode coverage: the share of each class among a final record's samples, one bar
+    per class for each (key prefix, label) of ``models`` and for the real train
+    images; nothing when the record has no histograms (--metric-samples 0)."""
+    series = [(label, record[f"{prefix}class_histogram"]) for prefix, label in models
+              if f"{prefix}class_histogram" in record]
+    if not series:
+        return
+    if "real_class_histogram" in record:
+        series.append(("real train images", record["real_class_histogram"]))
+    k = len(series[0][1])
+    names = run.data.class_names or list(range(k))
+    shares = [(f"{label} (rarest {min(c) / max(sum(c), 1):.3f})",
+               [v / max(sum(c), 1) for v in c]) for label, c in series]
+    draw_bars(run, filename, names, shares, "class predicted by the scorer",
+              "share of samples", f"mode coverage: classes of {sum(series[0][1])} samples",
+              line=(1 / k, "even share"))

@@ -35,8 +35,8 @@ from models.evaluation import (add_iw_samples_argument, embed, evaluate_elbo,
                                evaluate_iw_log_likelihood, evaluating, generate)
 from models.figures import draw_curves, draw_manifold, draw_rows
 from models.losses import reparameterize, vae_loss
-from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
-                            report_sample_quality)
+from models.metrics import (add_sample_quality_argument, draw_class_histograms,
+                            final_sample_quality, report_sample_quality, sample_quality)
 
 
 # ----------------------------------------------------------------------------- training
@@ -86,13 +86,18 @@ class VAE(Experiment):
                 self.run.print(f"test log p(x) >= {ll:.2f} nats/image (importance-weighted, "
                                f"K={args.iw_samples})")
                 out.update(test_iw_log_likelihood=ll, iw_samples=args.iw_samples)
-            if args.metric_samples:
-                quality = SampleQuality(self.run, n=args.metric_samples)
+            quality = sample_quality(self.run, args.metric_samples)
+            if quality is not None:
                 samples = generate(self.decode_mean, quality.n, args.latent_dim,
                                    batch_size=quality.n)
                 out.update(final_sample_quality(quality, {"": samples}))
                 report_sample_quality(self.run, out)
         return out
+
+    def sample(self, n):
+        """--export-samples: decoded means of n prior codes h ~ N(0, I)."""
+        with evaluating(self.model):
+            return {"images": generate(self.decode_mean, n, self.args.latent_dim)}
 
     def decode_mean(self, h):
         """The decoder's pixel probabilities sigmoid(f(h)) (what the figures draw)."""
@@ -128,6 +133,7 @@ class VAE(Experiment):
                 draw_manifold(run, f"{name}_manifold.png", codes, test_y, self.decode_mean,
                               title=f"{name}: the 2-D latent space (codes: mu(x) of test digits)",
                               names=run.data.class_names)
+        draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("", name)])
         draw_curves(run, f"{name}_loss.png", history, [
             ([("loss", "train loss (recon + beta KL)"), ("test_loss", "test -ELBO")],
              "nats per image"),

@@ -17,18 +17,28 @@ x_p = Dec(h_p), h_p ~ N(0, I) a prior sample:
     L_llike    = -E_Q[log N(Dis_l(x); Dis_l(x~), I)] = 0.5 ||Dis_l(x) - Dis_l(x~)||^2 + const
     L_GAN      = log Dis(x) + log(1 - Dis(x~)) + log(1 - Dis(x_p))
 
-and each network gets its own loss (the paper's Algorithm 1), with weights:
+and each network gets its own loss (the paper's Algorithm 1), with weights. On each
+batch, ``train_step`` first draws x~ and x_p, then
 
-    Enc:  beta L_prior + L_llike                    (beta = --beta)
-    Dec:  gamma L_llike + L_GAN  (minimised)        (gamma = --gamma; as in training
-                                                     practice, the non-saturating form
-                                                     0.5 (BCE(Dis(x~), 1) + BCE(Dis(x_p), 1)))
-    Dis:  -L_GAN = BCE(Dis(x), 1) + 0.5 (BCE(Dis(x~), 0) + BCE(Dis(x_p), 0))
+1. updates Dis, on x~ and x_p detached (nothing reaches Enc or Dec):
 
-Neither the GAN loss reaches the encoder nor L_llike the discriminator (the paper
-found both harmful). Dis takes its step first, on detached fakes; the gradients for
-Enc and Dec then come from one graph through the updated Dis, by ``mg.grad`` with
-respect to each network's parameters; three Adam optimizers.
+    Dis:  -L_GAN = BCE(Dis(x), 1) + 0.5 [BCE(Dis(x~), 0) + BCE(Dis(x_p), 0)]
+
+   the 0.5 weighs the two kinds of fake as one batch against the real one;
+
+2. then, through the UPDATED Dis (whose parameters these losses do not change),
+   takes each of Enc's and Dec's gradient of its own loss from one graph
+   (``mg.grad`` with respect to that network's parameters only):
+
+    Enc:  beta L_prior + L_llike                           (beta = --beta)
+    Dec:  gamma L_llike + 0.5 [BCE(Dis(x~), 1) + BCE(Dis(x_p), 1)]   (gamma = --gamma)
+
+   Dec minimises L_GAN (it wants Dis fooled); its GAN term is the non-saturating
+   stand-in for L_GAN's two fake terms (fakes labelled real, as in training
+   practice), with the same 0.5 as Dis's.
+
+So the GAN loss never reaches the encoder, and neither L_llike nor Dec's GAN term
+reaches the discriminator (the paper found both harmful).
 
 For comparison the run also trains a plain VAE with the same encoder and decoder
 (Bernoulli pixel likelihood) on the same batches; figures put their
@@ -46,7 +56,8 @@ from models.cli import Experiment, non_negative_float, positive_int, run_cli
 from models.evaluation import evaluating, generate
 from models.figures import draw_curves, draw_rows
 from models.losses import gan_bce, gaussian_kl, reparameterize, vae_loss
-from models.metrics import SampleQuality, add_sample_quality_argument, final_sample_quality
+from models.metrics import (add_sample_quality_argument, draw_class_histograms,
+                            final_sample_quality, sample_quality)
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -79,8 +90,7 @@ class VAEGAN(Experiment):
             self.vae = VAEModel("conv", args.latent_dim, args.width)
             self.opt_vae = optim.Adam(self.vae.parameters(), lr=1e-3)
             self.checkpoint += ("vae", "opt_vae")
-        self.quality = SampleQuality(run, n=args.metric_samples) if args.metric_samples \
-            else None
+        self.quality = sample_quality(run, args.metric_samples)
         # the figures' fixed noise (a host generator of its own: the same on every backend)
         self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
             (48, args.latent_dim)).astype(np.float32)
@@ -98,7 +108,8 @@ class VAEGAN(Experiment):
         loss_dis.backward()
         self.opt_dis.step()
 
-        # Enc and Dec: one graph, each network's gradient of its own loss
+        # Enc and Dec, through the updated Dis: one graph, each network's gradient of its
+        # own loss (Dis's parameters are not among the inputs of mg.grad)
         with mg.no_grad():
             f_real = dis.features(x)
         f_rec = dis.features(x_rec)
@@ -154,11 +165,17 @@ class VAEGAN(Experiment):
                 out[f"{name}_test_pixel_mse"] = (d * d).sum().item() / x.shape[0]
                 if self.quality is not None:
                     q = self.quality(self.samples(model, self.quality.n))
-                    out.update({f"{name}_{k}": v for k, v in q.items()})
+                    out.update({f"{name}_{k}": v for k, v in q.items()
+                                if k != "class_histogram"})     # the counts once, at the end
         return out
 
     def samples(self, model, n, noise=None):
         return generate(lambda h: model.decode(h).sigmoid(), n, self.args.latent_dim, noise)
+
+    def sample(self, n):
+        """--export-samples: n VAE-GAN samples Dec(h), h ~ N(0, I)."""
+        with evaluating(self.vaegan):
+            return {"images": self.samples(self.vaegan, n)}
 
     def final(self):
         if self.quality is None:
@@ -197,6 +214,9 @@ class VAEGAN(Experiment):
         if self.quality is not None:
             panels.append(([(f"{n}_fid", f"{n} classifier-FID") for n, _ in self.models()],
                            "classifier-FID", "log"))
+        draw_class_histograms(run, f"{self.name}_class_histogram.png", history[-1],
+                              [(f"{n}_", "VAE-GAN" if n == "vaegan" else "plain VAE")
+                               for n, _ in self.models()])
         draw_curves(run, f"{self.name}_curves.png", history, panels,
                     title=f"{self.name} training curves")
 

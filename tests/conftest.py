@@ -83,17 +83,18 @@ def backend_name(request):
 
 
 @pytest.fixture
-def tiny_classifier(tmp_path, monkeypatch):
-    """An untrained width-4 toolkit classifier on disk (``$MINIGRAD_CLASSIFIER_DIR``),
-    so that the sample-quality metrics and label fidelity never train one, nor read or
-    write ``runs/`` in the working directory."""
-    from models.blocks import ConvNet
-    folder = tmp_path / "clf"
-    folder.mkdir()
-    with mg.backend("numpy"):
-        mg.manual_seed(0)
-        model = ConvNet(10, 4)
-        mg.save({"dataset": "mnist-10k", "width": 4, "state": model.state_dict()},
-                folder / "classifier-mnist-10k.npz")
-    monkeypatch.setenv("MINIGRAD_CLASSIFIER_DIR", str(folder))
-    return folder
+def shipped_scorer(tmp_path, monkeypatch):
+    """The scorer shipped in the package, which every sample metric uses; the test runs
+    in tmp_path (so nothing lands in ``runs/`` of the working directory), and the
+    scorer's file must be unchanged afterwards."""
+    from models.evaluation import SCORER_PATH
+    before = SCORER_PATH.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    yield SCORER_PATH
+    assert SCORER_PATH.read_bytes() == before, "a run changed the shipped scorer"
+
+
+@pytest.fixture
+def tiny_classifier(shipped_scorer):
+    """``shipped_scorer`` under its name from before the scorer shipped (issue 18)."""
+    return shipped_scorer

@@ -236,7 +236,7 @@ _TIMES = ("time_s", "train_time_s", "examples_per_s")
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_every_model_resumes_exactly(name, tmp_path, tiny_classifier):
+def test_every_model_resumes_exactly(name, tmp_path, shipped_scorer):
     """'2 epochs' == '1 epoch, --resume, 1 epoch': every number of every epoch and of
     the final record, so each model's declared checkpoint holds all its state."""
     module, cls_name, flags = MODELS[name]
@@ -260,3 +260,68 @@ def test_every_model_resumes_exactly(name, tmp_path, tiny_classifier):
     # every figure is <model>_<what>.png
     pngs = [p.name for p in (tmp_path / "split").glob("*.png")]
     assert pngs and all(p.startswith(cls.name + "_") for p in pngs), pngs
+
+
+# ----------------------------------------------------------------------------- samples, scorer
+GENERATIVE = ["vae", "cvae", "gan", "vaegan"]
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_export_samples_of_the_final_model_and_of_a_checkpoint(name, tmp_path, shipped_scorer):
+    """--export-samples N: samples.npz with "images" (N, 1, 28, 28) float32 in [0, 1]
+    (and the CVAE's "labels"); --resume CKPT --epochs 0 writes the same samples from
+    the checkpoint without training."""
+    module, cls_name, flags = MODELS[name]
+    cls = getattr(importlib.import_module(f"models.{module}"), cls_name)
+    base = ["--limit", "64", "--batch-size", "32", "--quiet", *flags, "--metric-samples", "0",
+            "--export-samples", "7"]
+    assert run_cli(cls, [*base, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    stamp = ckpt.stat().st_mtime_ns
+    assert run_cli(cls, [*base, "--resume", str(ckpt), "--epochs", "0",
+                         "--out", str(tmp_path / "again")]) == 0
+    first, again = (np.load(tmp_path / d / "samples.npz") for d in ("run", "again"))
+    images = first["images"]
+    assert images.shape == (7, 1, 28, 28) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0 and images.std() > 0
+    assert sorted(first.files) == (["images", "labels"] if name == "cvae" else ["images"])
+    if name == "cvae":
+        assert first["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    for k in first.files:
+        np.testing.assert_array_equal(first[k], again[k])
+    # nothing trained: no epoch in the evaluation's folder, the checkpoint untouched
+    assert [r["epoch"] for r in _lines(tmp_path / "again" / "metrics.jsonl")] == [1, 1]
+    assert not (tmp_path / "again" / "checkpoint.npz").exists()
+    assert ckpt.stat().st_mtime_ns == stamp
+
+
+def test_export_samples_is_offered_to_generative_models_only(capsys):
+    from models.siamese import Siamese
+    assert run_cli(Siamese, ["--export-samples", "3", "--quiet"]) == 2
+    assert "--export-samples" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["vae", "cvae", "gan", "vaegan"])
+def test_a_model_run_never_trains_the_scorer(name, tmp_path, shipped_scorer, monkeypatch):
+    """Every sample metric reads the shipped scorer: a model run with its metrics on
+    trains no classifier, writes no classifier file and leaves the scorer's weights
+    as they were (on disk: the shipped_scorer fixture; in memory: here)."""
+    from models import classifier, evaluation
+
+    def refuse(*a, **k):
+        raise AssertionError("a model run trained a classifier")
+
+    monkeypatch.setattr(classifier.Classifier, "__init__", refuse)
+    monkeypatch.setattr(classifier.Classifier, "train_step", refuse)
+    scorer = evaluation.load_classifier(evaluation.SCORER_PATH, "numpy")
+    before = {k: v.numpy().copy() for k, v in scorer.state_dict().items()}
+    module, cls_name, flags = MODELS[name]
+    cls = getattr(importlib.import_module(f"models.{module}"), cls_name)
+    assert run_cli(cls, ["--limit", "64", "--batch-size", "32", "--quiet", "--epochs", "1",
+                         *flags, "--out", str(tmp_path / "run")]) == 0
+    final = _lines(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert any(k.endswith("rarest_class_share") for k in final), final
+    for k, v in scorer.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert not any("classifier" in f for f in written) and not (tmp_path / "runs").exists()

@@ -181,11 +181,62 @@ def _finite(records, keys):
             assert k in r and np.isfinite(r[k]), (k, r)
 
 
+def _gan_args(**kw):
+    a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
+             lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
+             ema=0.0)
+    a.update(kw)
+    return argparse.Namespace(**a)
+
+
+def test_wgan_gp_defaults_are_algorithm_1_of_the_paper():
+    """Gulrajani et al.'s Algorithm 1: Adam lr 1e-4, betas (0, 0.9), 5 critic steps per
+    generator step; bce keeps DCGAN's betas and one D step."""
+    from models.gan import GAN
+    wgan, bce = GAN(_gan_args(loss="wgan-gp"), run=None), GAN(_gan_args(), run=None)
+    for opt in (wgan.opt_g, wgan.opt_d):
+        assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[0]["betas"] == (0.0, 0.9)
+    assert wgan.n_critic == 5 and bce.n_critic == 1
+    for opt in (bce.opt_g, bce.opt_d):
+        assert opt.param_groups[0]["lr"] == GAN.adam["bce"][0]
+        assert opt.param_groups[0]["betas"] == (0.5, 0.999)
+    given = GAN(_gan_args(loss="wgan-gp", lr=3e-4, beta1=0.5, beta2=0.99), run=None)
+    assert given.opt_d.param_groups[0]["lr"] == 3e-4
+    assert given.opt_d.param_groups[0]["betas"] == (0.5, 0.99)
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_the_generator_step_draws_fresh_noise(loss):
+    """Algorithm 1 of both papers: the generator's step samples its own minibatch of
+    noise; it does not reuse the fakes the critic's last step saw."""
+    from models.gan import GAN
+    exp = GAN(_gan_args(loss=loss, n_critic=2), run=None)
+    calls, judged = [], []
+    forward = exp.generator.forward
+
+    def spy_forward(z):
+        out = forward(z)
+        calls.append((z.numpy().copy(), out))
+        return out
+
+    g_loss = exp.g_loss
+    exp.generator.forward = spy_forward
+    exp.g_loss = lambda fake: judged.append(fake) or g_loss(fake)
+    x = mg.rand(6, 1, 28, 28)
+    exp.train_step(x, None)               # the first step: D, then G (no G loss yet)
+    assert len(calls) == 2 and len(judged) == 1
+    assert judged[0] is calls[1][1]       # G's loss judges the second draw
+    assert not np.allclose(calls[0][0], calls[1][0])
+    exp.train_step(x, None)               # D step 2 of n_critic = 2: then G, on fresh z
+    assert len(calls) == 4 and len(judged) == 2 and judged[1] is calls[3][1]
+    assert not np.allclose(calls[2][0], calls[3][0])
+    exp.train_step(x, None)               # D step 3: a D step only
+    assert len(calls) == 5 and len(judged) == 2
+
+
 def test_generator_and_discriminator_update_only_their_own_parameters(backend_name):
     from models.gan import GAN
-    args = argparse.Namespace(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=0.5,
-                              lr=1e-3, loss="bce", gp_weight=10.0, seed=0)
-    exp = GAN(args, run=None)
+    exp = GAN(_gan_args(lr=1e-3), run=None)
     g_params, d_params = list(exp.generator.parameters()), list(exp.discriminator.parameters())
     assert g_params and d_params
     assert not {id(p) for p in g_params} & {id(p) for p in d_params}
@@ -221,7 +272,7 @@ def _gan_argv(out, backend, *extra):
             "--out", str(out), *extra]
 
 
-def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier):
+def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, shipped_scorer):
     from models.gan import GAN
     out = tmp_path / "gan"
     assert run_cli(GAN, _gan_argv(out, backend_name)) == 0
@@ -230,7 +281,9 @@ def test_gan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier
     _finite(recs[:1], ["loss_d", "loss_g", "fid", "inception_score"])
     _finite(recs[1:], ["gan_fid", "gan_inception_score", "real_fid", "real_inception_score"])
     assert recs[1]["real_fid"] < recs[1]["gan_fid"]       # real images beat an untrained G
-    for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png", "checkpoint.npz"):
+    assert sum(recs[1]["gan_class_histogram"]) == 40 and 0 <= recs[1]["gan_rarest_class_share"]
+    for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png",
+              "gan_class_histogram.png", "checkpoint.npz"):
         assert (out / f).stat().st_size > 0, f
     argv = _gan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
     argv[argv.index("--epochs") + 1] = "2"
@@ -270,7 +323,7 @@ def _vaegan_argv(out, backend, *extra):
             "--out", str(out), *extra]
 
 
-def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classifier):
+def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, shipped_scorer):
     from models.vaegan import VAEGAN
     out = tmp_path / "vaegan"
     assert run_cli(VAEGAN, _vaegan_argv(out, backend_name)) == 0
@@ -278,7 +331,8 @@ def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classif
     _finite(recs[:1], ["loss_dis", "kl", "llike", "gan_g", "vae_loss", "vaegan_fid",
                        "vae_fid", "vaegan_test_pixel_mse"])
     _finite(recs[1:], ["vaegan_fid", "vae_fid", "real_fid", "vaegan_inception_score"])
-    for f in ("vaegan_samples.png", "vaegan_reconstructions.png", "vaegan_curves.png"):
+    for f in ("vaegan_samples.png", "vaegan_reconstructions.png", "vaegan_curves.png",
+              "vaegan_class_histogram.png"):
         assert (out / f).stat().st_size > 0, f
     argv = _vaegan_argv(out, backend_name, "--resume", str(out / "checkpoint.npz"))
     argv[argv.index("--epochs") + 1] = "2"
@@ -286,28 +340,82 @@ def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, tiny_classif
     assert [r["epoch"] for r in _records(out) if not r.get("final")] == [1, 2]
 
 
-def test_vaegan_encoder_and_decoder_get_their_own_losses(backend_name):
-    # the encoder's gradient is that of KL + L_llike only: no GAN term reaches it
-    from models.losses import gaussian_kl
-    from models.blocks import Discriminator, VAEModel
-    from models.vaegan import feature_nll
-    m, dis = VAEModel("conv", 4, 4), Discriminator(4)
-    x = mg.rand(5, 1, 28, 28)
-    eps = mg.randn(5, 4)
-    mu, logvar = m.encode(x)
-    x_rec = m.decode(mu + (logvar * 0.5).exp() * eps).sigmoid()
-    enc = list(m.encoder.parameters())
-    llike = feature_nll(dis.features(x).detach(), dis.features(x_rec))
-    kl = gaussian_kl(mu, logvar).mean()
-    g_enc = mg.grad(kl + llike, enc)
-    # the same gradient with a GAN term added to the DECODER's loss only
-    mu, logvar = m.encode(x)
-    x_rec = m.decode(mu + (logvar * 0.5).exp() * eps).sigmoid()
-    llike2 = feature_nll(dis.features(x).detach(), dis.features(x_rec))
-    g_enc2 = mg.grad(gaussian_kl(mu, logvar).mean() + llike2, enc)
-    for a, b in zip(g_enc, g_enc2):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
-    assert any(np.abs(g.numpy()).max() > 0 for g in g_enc)
+def test_vaegan_train_step_gives_each_network_its_own_loss(monkeypatch):
+    """VAEGAN.train_step itself: Dis steps first, on detached fakes (no gradient reaches
+    Enc or Dec); then, through the updated Dis, Enc's gradient is that of
+    beta KL + L_llike (no GAN term) and Dec's that of gamma L_llike + 0.5 (BCE(Dis(x~), 1)
+    + BCE(Dis(x_p), 1)) (no KL); neither reaches Dis."""
+    import models.vaegan as V
+    args = argparse.Namespace(latent_dim=4, width=4, gamma=0.3, beta=2.0, metric_samples=0,
+                              no_vae=True, lr=1e-3, seed=0)
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        run = argparse.Namespace(data=None)
+        exp = V.VAEGAN(args, run)
+        enc = list(exp.vaegan.encoder.parameters())
+        dec = list(exp.vaegan.decoder.parameters())
+        dis = list(exp.discriminator.parameters())
+        order, seen, grads = [], {}, []
+        real_grad = mg.grad
+
+        def spy_grad(output, inputs, **kw):
+            if not grads:      # before Enc and Dec step: each term's gradient on its own
+                kl, llike = terms["kl"].mean(), terms["llike"]
+                gan_dec = 0.5 * (terms["bce"][3] + terms["bce"][4])  # after Dis's three
+                for key, loss, params in (
+                        ("enc", args.beta * kl + llike, enc),
+                        ("enc_with_gan", args.beta * kl + llike + gan_dec, enc),
+                        ("dec", args.gamma * llike + gan_dec, dec),
+                        ("dec_twice", args.gamma * llike + 2 * gan_dec, dec),
+                        ("kl_dec", kl, dec)):
+                    seen[key] = real_grad(loss, params, retain_graph=True, allow_unused=True)
+            g = real_grad(output, inputs, **kw)
+            grads.append(([id(p) for p in inputs], g))
+            order.append("grad")
+            return g
+
+        def spy_step(name, opt):
+            step = opt.step
+
+            def wrapped():
+                order.append(name)
+                if name == "dis":               # what Dis's loss reached, and Dis's weights
+                    seen["enc_dec_grads"] = [p.grad for p in enc + dec]
+                    seen["dis_grad"] = [p.grad.numpy().copy() for p in dis]
+                step()
+                if name == "dis":
+                    seen["dis_after"] = [p.numpy().copy() for p in dis]
+            opt.step = wrapped
+
+        for name in ("dis", "enc", "dec"):
+            spy_step(name, getattr(exp, f"opt_{name}"))
+        terms = {"bce": []}
+        for fn, key in ((V.feature_nll, "llike"), (V.gaussian_kl, "kl")):
+            monkeypatch.setattr(V, fn.__name__, lambda *a, _f=fn, _k=key: terms.setdefault(
+                _k, _f(*a)))
+        monkeypatch.setattr(V, "gan_bce", lambda *a: terms["bce"].append(L.gan_bce(*a))
+                            or terms["bce"][-1])
+        monkeypatch.setattr(mg, "grad", spy_grad)
+        exp.train_step(mg.rand(6, 1, 28, 28), None)
+        monkeypatch.setattr(mg, "grad", real_grad)
+
+        assert order == ["dis", "grad", "grad", "enc", "dec"]   # Dis first, then Enc and Dec
+        assert all(g is None for g in seen["enc_dec_grads"])    # detached fakes
+        # Dis's gradient came from its own loss only: the later losses left it alone
+        for p, g, w in zip(dis, seen["dis_grad"], seen["dis_after"]):
+            np.testing.assert_array_equal(p.grad.numpy(), g)
+            np.testing.assert_array_equal(p.numpy(), w)         # and Dis did not move again
+        (enc_ids, g_enc), (dec_ids, g_dec) = grads
+        assert enc_ids == [id(p) for p in enc] and dec_ids == [id(p) for p in dec]
+
+        def close(a, b):
+            return all(np.allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-8)
+                       for x, y in zip(a, b))
+
+        # (a GAN term would change Enc's gradient, so its absence is seen)
+        assert close(g_enc, seen["enc"]) and not close(g_enc, seen["enc_with_gan"])
+        assert close(g_dec, seen["dec"]) and not close(g_dec, seen["dec_twice"])  # the 0.5
+        assert all(g is None for g in seen["kl_dec"])            # KL does not reach Dec
 
 
 @pytest.mark.parametrize("bad", [["--gamma", "-1"], ["--latent-dim", "0"]])
@@ -315,3 +423,24 @@ def test_vaegan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.vaegan import VAEGAN
     assert run_cli(VAEGAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_moving_average_of_g_draws_nothing_and_follows_its_formula():
+    from models.blocks import averaged_copy, dcgan_init, ema_update
+    from models.gan import Generator
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        g = Generator(4, 2)
+        g.apply(dcgan_init)
+        state = mg.get_backend().rng_state()
+        avg = averaged_copy(g, Generator, 4, 2)
+        assert mg.get_backend().rng_state() == state        # the run's noise is unchanged
+        start = [p.numpy().copy() for p in avg.parameters()]
+        assert all(np.array_equal(a, p.numpy()) for a, p in zip(start, g.parameters()))
+        w = next(g.parameters())
+        assert abs(float(w.numpy().std()) - 0.02) < 0.01     # DCGAN's N(0, 0.02)
+        for p in g.parameters():
+            p.data = p.data + 1.0
+        ema_update(avg, g, 0.9)
+        for a, p, s in zip(avg.parameters(), g.parameters(), start):
+            np.testing.assert_allclose(a.numpy(), 0.9 * s + 0.1 * p.numpy(), rtol=1e-6)

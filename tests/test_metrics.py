@@ -143,6 +143,12 @@ def test_sample_quality_against_direct_computation(backend_name):
     with mg.no_grad():
         ref_is = M.inception_score(clf(run.tensor(fake)))
     assert scores["inception_score"] == pytest.approx(ref_is, rel=1e-6)
+    # mode coverage: the scorer's predicted classes, counted
+    with mg.no_grad():
+        pred = np.argmax(clf(run.tensor(fake)).numpy(), axis=1)
+    counts = np.bincount(pred, minlength=3)
+    assert scores["class_histogram"] == counts.tolist() and sum(counts) == 30
+    assert scores["rarest_class_share"] == pytest.approx(counts.min() / 30)
     # the real test images against themselves score 0; the floor uses train images
     assert abs(quality(run.data.test_x[:30])["fid"]) < 1e-6
     assert quality.real_floor()["fid"] > 0

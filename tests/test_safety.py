@@ -45,7 +45,7 @@ def test_a_diverging_run_stops_with_status_3_and_keeps_the_finite_checkpoint(tmp
     np.testing.assert_array_equal(mg.load(ckpt)["state"]["model"]["5.weight"].numpy(), finite)
 
 
-def test_the_vae_of_the_issue_stops_at_the_first_nan(tmp_path, tiny_classifier):
+def test_the_vae_of_the_issue_stops_at_the_first_nan(tmp_path, shipped_scorer):
     from models.vae import VAE
     out = tmp_path / "vae"
     code = run_cli(VAE, ["--limit", "256", "--epochs", "3", "--lr", "1e3", "--quiet",

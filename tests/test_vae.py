@@ -45,7 +45,7 @@ def _records(out):
 
 
 @pytest.mark.parametrize("name", RUNS)
-def test_short_run_learns_writes_figures_and_resumes(name, tmp_path, tiny_classifier):
+def test_short_run_learns_writes_figures_and_resumes(name, tmp_path, shipped_scorer):
     cls, flags = RUNS[name]
     figures = [f for f in FIGURES[cls] if "manifold" not in f or "--latent-dim" in flags
                and flags[flags.index("--latent-dim") + 1] == "2"]
@@ -98,7 +98,7 @@ STRICT_RUNS = {
 
 
 @pytest.mark.parametrize("name", STRICT_RUNS)
-def test_cli_runs_on_the_strict_backend(name, tmp_path, tiny_classifier):
+def test_cli_runs_on_the_strict_backend(name, tmp_path, shipped_scorer):
     """The GPU stand-in: every figure, metric and checkpoint goes through the
     backend's explicit host transfer, or this run raises."""
     cls, flags = STRICT_RUNS[name]
