@@ -394,6 +394,11 @@ def test_batchnorm_running_stats_and_modes(backend_name, cls, shape):
     np.testing.assert_allclose(bn.running_mean.numpy(), rm, rtol=1e-12)
     np.testing.assert_allclose(bn.running_var.numpy(), rv, rtol=1e-12)
     assert int(bn.num_batches_tracked.item()) == 3
+    # still a 0-d int64 tensor of the backend (a NumPy scalar could not be copied into)
+    assert bn.num_batches_tracked.shape == () and bn.num_batches_tracked.dtype == mg.int64
+    copy = cls(3)
+    copy.num_batches_tracked.copy_(bn.num_batches_tracked)
+    assert int(copy.num_batches_tracked.item()) == 3
     bn.eval()
     x = randn(*shape)
     s = (1, -1) + (1,) * (len(shape) - 2)

@@ -217,7 +217,7 @@ class _BatchNorm(Module):
                              f"{x.shape[1]} channels (shape {x.shape})")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data = self.num_batches_tracked.data + 1
+            self.num_batches_tracked.add_(1)     # in place, as PyTorch: stays a 0-d tensor
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / int(self.num_batches_tracked.item())
         # batch statistics in training, and always when no running estimates are kept
