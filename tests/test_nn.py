@@ -396,9 +396,10 @@ def test_batchnorm_running_stats_and_modes(backend_name, cls, shape):
     assert int(bn.num_batches_tracked.item()) == 3
     # still a 0-d int64 tensor of the backend (a NumPy scalar could not be copied into)
     assert bn.num_batches_tracked.shape == () and bn.num_batches_tracked.dtype == mg.int64
-    copy = cls(3)
-    copy.num_batches_tracked.copy_(bn.num_batches_tracked)
-    assert int(copy.num_batches_tracked.item()) == 3
+    other = cls(3)
+    bn.num_batches_tracked.copy_(other.num_batches_tracked)      # written into in place
+    assert int(bn.num_batches_tracked.item()) == 0
+    bn.num_batches_tracked.fill_(3)
     bn.eval()
     x = randn(*shape)
     s = (1, -1) + (1,) * (len(shape) - 2)
