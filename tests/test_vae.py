@@ -72,7 +72,8 @@ def test_short_run_learns_writes_figures_and_resumes(name, tmp_path, tiny_classi
         assert final[0]["real_fid"] < final[0]["fid"]
     if "--iw-samples" in flags:
         # the IW estimate is a bound on log p(x), typically tighter than the ELBO
-        iw = final[0]["test_iw_log_likelihood"]
+        iw = final[0]["test_iw_log_likelihood_bernoulli"]
+        assert final[0]["likelihood"] == "bernoulli" and final[0]["binarized"] is False
         assert np.isfinite(iw) and -iw < 1.05 * last["test_loss"]
     for f in figures:
         assert (out / f).stat().st_size > 1000, f
