@@ -32,6 +32,8 @@ FIGURES = {
 COMMON = ["--limit", "320", "--batch-size", "32", "--lr", "3e-3", "--quiet"]
 RUNS = {
     "autoencoder-mlp": (AutoencoderExperiment, ["--hidden", "32", "--latent-dim", "2"]),
+    "autoencoder-squared-norm": (AutoencoderExperiment, ["--hidden", "32", "--latent-dim", "2",
+                                                         "--loss", "squared-norm"]),
     "vae-mlp": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples", "4",
                       "--metric-samples", "40"]),
     "vae-conv": (VAE, ["--arch", "conv", "--hidden", "4", "--latent-dim", "3",
@@ -148,6 +150,20 @@ def test_model_shapes(backend_name):
     y = mg.from_numpy(np.array([0, 9, 3]))
     logits, mu, logvar = CVAEModel(2, 16)(x, y)
     assert logits.shape == (3, 1, 28, 28) and mu.shape == (3, 2)
+
+
+def test_autoencoder_losses_are_the_bce_and_the_slides_squared_norm(backend_name):
+    from models.autoencoder import reconstruction_error
+    rng = np.random.default_rng(9)
+    logits, x = rng.normal(size=(3, 1, 4, 4)), rng.uniform(size=(3, 1, 4, 4))
+    p = 1 / (1 + np.exp(-logits))
+    lt, xt = mg.from_numpy(logits), mg.from_numpy(x)
+    assert np.allclose(reconstruction_error(lt, xt, "squared-norm").numpy(),
+                       ((x - p) ** 2).reshape(3, -1).sum(1), rtol=1e-12)
+    assert np.allclose(reconstruction_error(lt, xt, "bce").numpy(),
+                       -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(3, -1).sum(1))
+    with pytest.raises(ValueError, match="'bce' or 'squared-norm'"):
+        reconstruction_error(lt, xt, "mse")
 
 
 def test_style_transfer_shape_and_labels(backend_name):
