@@ -258,13 +258,22 @@ def contrastive_loss(x1, x2, y, margin=1.0, reduction="mean", eps=DISTANCE_EPS):
     return _reduce(loss, reduction, "contrastive_loss")
 
 
-def triplet_loss(anchor, positive, negative, alpha=0.2, reduction="mean"):
+# FaceNet's margin (Schroff et al. 2015), chosen there for L2-normalised embeddings,
+# whose squared distances lie in [0, 4]; the default of triplet_loss, of
+# batch_triplet_loss and of ``python -m models.siamese --alpha``. Without the
+# normalisation the embedding's scale is free, and any margin only sets that scale.
+TRIPLET_ALPHA = 0.2
+
+
+def triplet_loss(anchor, positive, negative, alpha=TRIPLET_ALPHA, reduction="mean"):
     """The lecture's (FaceNet's) triplet loss for embedded triplets, each (B, d):
 
         L = max(||F(A) - F(P)||^2 - ||F(A) - F(N)||^2 + alpha, 0)
 
     zero (with zero gradient) once the negative is farther than the positive by
-    at least the margin alpha in squared distance. Squared distances only: no sqrt."""
+    at least the margin alpha in squared distance. Squared distances only: no sqrt.
+    alpha defaults to FaceNet's 0.2 (TRIPLET_ALPHA), meant for unit-length
+    embeddings (F.normalize)."""
     _check_embeddings("triplet_loss", anchor, positive, negative)
     if alpha < 0:
         raise ValueError(f"triplet_loss: alpha must be >= 0, got {alpha}")
@@ -390,7 +399,8 @@ def balanced_pairs(labels):
 MINERS = {"hard": mine_batch_hard, "semihard": mine_semihard, "random": mine_random}
 
 
-def batch_triplet_loss(embeddings, labels, alpha=0.2, mining="semihard", reduction="mean"):
+def batch_triplet_loss(embeddings, labels, alpha=TRIPLET_ALPHA, mining="semihard",
+                       reduction="mean"):
     """triplet_loss on the triplets that ``mining`` ('hard' | 'semihard' | 'random')
     picks inside the batch. Returns (loss, number of triplets)."""
     if mining not in MINERS:
