@@ -67,15 +67,12 @@ class SiameseNet(nn.Module):
         self.encoder = encoder(embedding_dim, width, hidden)      # e
         self.normalize = normalize
 
-    def embed(self, x):
-        """F(x): the encoder's output, L2-normalised if ``normalize``."""
-        e = self.encoder(x)
-        return normalize(e, dim=1) if self.normalize else e
-
     def forward(self, *xs):
         if not xs:
             raise TypeError("SiameseNet: needs at least one input")
-        out = tuple(self.embed(x) for x in xs)
+        out = tuple(self.encoder(x) for x in xs)
+        if self.normalize:                         # F(x) = e(x) / ||e(x)|| (FaceNet)
+            out = tuple(normalize(e, dim=1) for e in out)
         return out[0] if len(out) == 1 else out
 
 
@@ -97,6 +94,19 @@ class Siamese(Experiment):
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
         self.pairs, self.triplets = evaluation_pairs(run.data.test_y)
 
+    def train_step(self, x, y):
+        # The pairs (triplets) are drawn inside the batch, so F runs once on the batch
+        # and each branch picks its rows: e[first], e[second] IS (F(x1), F(x2)) with
+        # the shared weights, at the cost of one pass instead of one per branch
+        # (tests/test_siamese.py checks the two agree, gradients included).
+        loss, active = self.batch_loss(self.model(x), y)
+        if loss is None:
+            return {}              # nothing to learn from this batch: no step
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item(), "active": active}
+
     def batch_loss(self, e, y):
         """The loss of a batch's embeddings e = F(x) (B, d) with labels y, and the
         fraction of its pairs/triplets with a nonzero loss ("active"); (None, None) if
@@ -114,19 +124,6 @@ class Siamese(Experiment):
             per_pair = L.triplet_loss(e[anchor], e[pos], e[neg], a.alpha, reduction="none")
         active = float((per_pair.detach() > 0).float().mean().item())
         return per_pair.mean(), active
-
-    def train_step(self, x, y):
-        # The pairs (triplets) are drawn inside the batch, so F runs once on the batch
-        # and each branch picks its rows: e[first], e[second] IS (F(x1), F(x2)) with
-        # the shared weights, at the cost of one pass instead of one per branch
-        # (tests/test_siamese.py checks the two agree, gradients included).
-        loss, active = self.batch_loss(self.model(x), y)
-        if loss is None:
-            return {}              # nothing to learn from this batch: no step
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.item(), "active": active}
 
     @staticmethod
     def add_arguments(parser):
@@ -160,7 +157,7 @@ class Siamese(Experiment):
     def embeddings(self, x):
         """F(x) of a host array, in eval mode without a graph: a (N, d) tensor."""
         with evaluating(self.model):
-            return embed(self.model.embed, x, self.run, batch_size=1000)
+            return embed(self.model, x, self.run, batch_size=1000)
 
     def pair_metrics(self, test_e):
         """Loss, ROC-AUC (score = -distance) and best-threshold accuracy on the fixed
