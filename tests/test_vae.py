@@ -36,6 +36,9 @@ RUNS = {
                                                          "--loss", "squared-norm"]),
     "vae-mlp": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples", "4",
                       "--metric-samples", "40"]),
+    "vae-gaussian-learned-sigma": (VAE, ["--hidden", "32", "--latent-dim", "2", "--iw-samples",
+                                         "4", "--metric-samples", "40", "--likelihood",
+                                         "gaussian", "--sigma", "learned"]),
     "vae-conv": (VAE, ["--arch", "conv", "--hidden", "4", "--latent-dim", "3",
                        "--iw-samples", "2", "--metric-samples", "40"]),
     "cvae": (CVAE, ["--hidden", "32", "--fidelity-samples", "0", "--iw-samples", "2",
@@ -75,8 +78,9 @@ def test_short_run_learns_writes_figures_and_resumes(name, tmp_path, tiny_classi
         assert final[0]["real_fid"] < final[0]["fid"]
     if "--iw-samples" in flags:
         # the IW estimate is a bound on log p(x), typically tighter than the ELBO
-        iw = final[0]["test_iw_log_likelihood_bernoulli"]
-        assert final[0]["likelihood"] == "bernoulli" and final[0]["binarized"] is False
+        lik = "gaussian_learned_sigma" if "gaussian" in flags else "bernoulli"
+        iw = final[0][f"test_iw_log_likelihood_{lik}"]
+        assert final[0]["likelihood"] == lik.split("_")[0] and final[0]["binarized"] is False
         assert np.isfinite(iw) and -iw < 1.05 * last["test_loss"]
     for f in figures:
         assert (out / f).stat().st_size > 1000, f
@@ -98,6 +102,10 @@ STRICT_RUNS = {
                       "--metric-samples", "20"]),
     "cvae": (CVAE, ["--hidden", "16", "--latent-dim", "2", "--fidelity-samples", "2",
                     "--iw-samples", "2", "--metric-samples", "20"]),
+    "cvae-binarized-gaussian": (CVAE, ["--hidden", "16", "--fidelity-samples", "2",
+                                       "--iw-samples", "2", "--metric-samples", "20",
+                                       "--binarize", "--likelihood", "gaussian",
+                                       "--sigma", "0.3"]),
 }
 
 
@@ -182,10 +190,11 @@ def test_style_transfer_shape_and_labels(backend_name):
     assert out.numpy().min() >= 0 and out.numpy().max() <= 1
 
 
-def test_cvae_decodes_the_requested_label(backend_name):
+@pytest.mark.parametrize("latent_dim", [2, 20])
+def test_cvae_decodes_the_requested_label(backend_name, latent_dim):
     """After a short training on digits 0, 1 and 2, a classifier (trained here for a
     few steps) assigns most CVAE samples decoded with label y to class y: far above
-    the 1/3 of chance."""
+    the 1/3 of chance, with a 20-D code too (whose decoder ignored a one-hot label)."""
     data = load_dataset("mnist-10k")
     k, n = 3, 900
     keep = data.train_y < k
@@ -211,7 +220,7 @@ def test_cvae_decodes_the_requested_label(backend_name):
     with mg.no_grad():
         assert accuracy(clf, tx, ty) > 0.9        # the judge itself is good
 
-    model = CVAEModel(latent_dim=2, hidden=64, n_classes=k)
+    model = CVAEModel(latent_dim=latent_dim, hidden=64, n_classes=k)
     opt = optim.Adam(model.parameters(), lr=5e-3)
     for x, y in batches(8):
         logits, mu, logvar = model(x, y)
@@ -221,7 +230,7 @@ def test_cvae_decodes_the_requested_label(backend_name):
         opt.step()
     model.eval()
     with mg.no_grad():
-        h = mg.from_numpy(rng.standard_normal((300, 2)).astype(np.float32))
+        h = mg.from_numpy(rng.standard_normal((300, latent_dim)).astype(np.float32))
         labels = mg.from_numpy(np.repeat(np.arange(k), 100))
         fidelity = accuracy(clf, model.decode(h, labels).sigmoid(), labels)
     assert fidelity > 0.6, fidelity
