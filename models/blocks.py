@@ -199,9 +199,11 @@ def VAEModel(arch="mlp", latent_dim=20, hidden=None, likelihood="bernoulli",
              sigma=DEFAULT_SIGMA):
     """The VAE's networks, Q(h|x) = N(mu, diag exp(logvar)) and P(x|h) given by
     ``likelihood`` (see PixelLikelihood): ``MLPVAE`` (--arch mlp, pytorch/examples'
-    layout) or ``ConvVAE`` (--arch conv)."""
+    layout) or ``ConvVAE`` (--arch conv). ``likelihood`` is a name (with ``sigma``)
+    or a PixelLikelihood."""
     hidden = hidden or DEFAULT_HIDDEN[arch]
-    lik = PixelLikelihood(likelihood, sigma)
+    lik = likelihood if isinstance(likelihood, PixelLikelihood) else \
+        PixelLikelihood(likelihood, sigma)
     return MLPVAE(latent_dim, hidden, lik) if arch == "mlp" else ConvVAE(latent_dim, hidden, lik)
 
 
@@ -221,6 +223,15 @@ def add_likelihood_arguments(parser):
                              "Bernoulli(pixel) each epoch, the test set binarised once with a "
                              "fixed seed, so log p(x) compares with published binarised-MNIST "
                              "numbers")
+
+
+def likelihood_from_args(args):
+    """The PixelLikelihood of --likelihood and --sigma (ValueError: --sigma given
+    without --likelihood gaussian, where it would mean nothing)."""
+    if args.likelihood != "gaussian" and "sigma" in getattr(args, "given", ()):
+        raise ValueError(f"--sigma is the Gaussian decoder's; add --likelihood gaussian "
+                         f"or drop --sigma (--likelihood is {args.likelihood})")
+    return PixelLikelihood(args.likelihood, args.sigma)
 
 
 def sigma_value(text):

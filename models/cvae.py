@@ -27,12 +27,12 @@ import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.nu
 
 import minigrad as mg
 from minigrad import nn, optim
-from models.blocks import (N_PIXELS, PixelLikelihood, add_likelihood_arguments, mlp_decoder,
-                           mlp_encoder)
+from models.blocks import (N_PIXELS, PixelLikelihood, add_likelihood_arguments,
+                           likelihood_from_args, mlp_decoder, mlp_encoder)
 from models.cli import Experiment, non_negative_int, positive_int, run_cli
-from models.evaluation import (DynamicBinarization, accuracy, add_iw_samples_argument,
-                               binarize_fixed, evaluate_elbo, evaluate_iw_log_likelihood,
-                               evaluating, likelihood_record, load_pretrained_classifier)
+from models.evaluation import (accuracy, add_iw_samples_argument, binarized_data, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, likelihood_record,
+                               load_pretrained_classifier)
 from models.figures import draw_curves, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
@@ -83,12 +83,11 @@ class CVAE(Experiment):
     def __init__(self, args, run):
         super().__init__(args, run)
         self.model = CVAEModel(args.latent_dim, args.hidden, run.data.n_classes,
-                               args.label_dim, PixelLikelihood(args.likelihood, args.sigma))
+                               args.label_dim, likelihood_from_args(args))
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
-        self.binarize = args.binarize and DynamicBinarization(run, args.seed)
-        if args.binarize:
-            run.data.test_x = binarize_fixed(run.data.test_x)      # one fixed test set
-            self.checkpoint += ("binarize",)                        # its draws resume
+        self.binarize = binarized_data(run, args)    # --binarize: fixed test set, and
+        if self.binarize:                            # training draws that resume exactly
+            self.checkpoint += ("binarize",)
 
     def train_step(self, x, y):
         if self.binarize:

@@ -232,6 +232,16 @@ def binarize_fixed(x, seed=BINARIZE_TEST_SEED):
     return (u < x).astype(np.float32)
 
 
+def binarized_data(run, args):
+    """--binarize: binarise the run's test set once (``binarize_fixed``) and return the
+    ``DynamicBinarization`` for its training batches (a model names it in its
+    checkpoint); None without --binarize."""
+    if not args.binarize:
+        return None
+    run.data.test_x = binarize_fixed(run.data.test_x)
+    return DynamicBinarization(run, args.seed)
+
+
 class DynamicBinarization:
     """``binarize(x)``: a fresh binarisation x' ~ Bernoulli(x) of a batch every time
     it is called, so every epoch sees each training image resampled. The draws come

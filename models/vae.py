@@ -35,11 +35,12 @@ from __future__ import annotations
 import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.numpy())
 
 from minigrad import optim
-from models.blocks import VAEModel, add_architecture_arguments, add_likelihood_arguments
+from models.blocks import (VAEModel, add_architecture_arguments, add_likelihood_arguments,
+                           likelihood_from_args)
 from models.cli import Experiment, non_negative_float, run_cli
-from models.evaluation import (DynamicBinarization, add_iw_samples_argument, binarize_fixed,
-                               embed, evaluate_elbo, evaluate_iw_log_likelihood, evaluating,
-                               generate, likelihood_record)
+from models.evaluation import (add_iw_samples_argument, binarized_data, embed, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, generate,
+                               likelihood_record)
 from models.figures import draw_curves, draw_manifold, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (SampleQuality, add_sample_quality_argument, final_sample_quality,
@@ -58,13 +59,12 @@ class VAE(Experiment):
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        self.model = VAEModel(args.arch, args.latent_dim, args.hidden, args.likelihood,
-                              args.sigma)
+        self.model = VAEModel(args.arch, args.latent_dim, args.hidden,
+                              likelihood_from_args(args))
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
-        self.binarize = args.binarize and DynamicBinarization(run, args.seed)
-        if args.binarize:
-            run.data.test_x = binarize_fixed(run.data.test_x)      # one fixed test set
-            self.checkpoint += ("binarize",)                        # its draws resume
+        self.binarize = binarized_data(run, args)    # --binarize: fixed test set, and
+        if self.binarize:                            # training draws that resume exactly
+            self.checkpoint += ("binarize",)
 
     def train_step(self, x, y):
         if self.binarize:

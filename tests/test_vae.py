@@ -129,6 +129,11 @@ def test_cli_runs_on_the_strict_backend(name, tmp_path, tiny_classifier):
     (VAE, ["--beta", "-1"]),
     (VAE, ["--iw-samples", "-5"]),
     (VAE, ["--arch", "transformer"]),
+    (VAE, ["--likelihood", "poisson"]),
+    (VAE, ["--sigma", "0.3"]),                           # without --likelihood gaussian
+    (VAE, ["--likelihood", "gaussian", "--sigma", "0"]),
+    (CVAE, ["--likelihood", "gaussian", "--sigma", "learnt"]),
+    (CVAE, ["--label-dim", "0"]),
     (AutoencoderExperiment, ["--hidden", "0"]),
     (AutoencoderExperiment, ["--loss", "l7"]),
     (CVAE, ["--latent-dim", "-2"]),
