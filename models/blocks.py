@@ -100,8 +100,9 @@ class PixelLikelihood(nn.Module):
         gaussian    N(x | sigmoid(l), sigma^2 I)          (the slide's)
 
     with ``sigma`` a positive float (fixed) or ``"learned"``: one sigma per pixel,
-    the parameter ``log_sigma`` of shape (1, 28, 28), kept >= MIN_SIGMA. Only the
-    learned sigma adds a state_dict entry (``likelihood.log_sigma``)."""
+    the parameter ``log_sigma`` of shape (1, 28, 28), starting at DEFAULT_SIGMA and
+    kept >= MIN_SIGMA. Only the learned sigma adds a state_dict entry
+    (``likelihood.log_sigma``)."""
 
     def __init__(self, kind="bernoulli", sigma=DEFAULT_SIGMA):
         super().__init__()
@@ -217,7 +218,7 @@ def add_likelihood_arguments(parser):
                         help="the Gaussian decoder's sigma: a positive number (fixed; the "
                              "default is a tenth of the pixel range, small enough that the "
                              "code must describe the digit) or 'learned' (one per pixel, a "
-                             f"parameter of the decoder, kept >= 1/255)")
+                             "parameter of the decoder, kept >= 1/255)")
     parser.add_argument("--binarize", action="store_true",
                         help="binarised MNIST: every training image resampled as "
                              "Bernoulli(pixel) each epoch, the test set binarised once with a "
