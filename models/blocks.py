@@ -82,11 +82,13 @@ def add_architecture_arguments(parser, latent_dim):
 
 
 # ----------------------------------------------------------------------------- the VAE's networks
-# The Gaussian decoder's fixed sigma: a tenth of the pixel range. Then a pixel
-# off by a whole stroke costs 50 nats and the code must describe the digit; with
-# sigma = 1 the squared error weighs so little against the KL term that the
-# decoder learns to ignore h (posterior collapse: every sample is the mean digit).
-DEFAULT_SIGMA = 0.1
+# The Gaussian decoder's fixed sigma (and a learned one's start). At 0.3 a pixel
+# off by a whole stroke costs about 5.6 nats, close to what the Bernoulli decoder
+# charges a confidently wrong pixel, so the code carries about as much as the
+# Bernoulli VAE's. With sigma = 1 the squared error weighs so little against the
+# KL term that the decoder learns to ignore h (posterior collapse); with 0.1 the
+# code carries far more than the prior N(0, I) covers, and prior samples get worse.
+DEFAULT_SIGMA = 0.3
 # A learned sigma is kept above one 8-bit grey level: pixels that are 0 in every
 # image would otherwise drive their sigma to 0 and the density to infinity, and a
 # density narrower than the data's quantisation step says nothing about digits.
@@ -216,8 +218,8 @@ def add_likelihood_arguments(parser):
                              "(the slide's; its log-density in nats)")
     parser.add_argument("--sigma", type=sigma_value, default=DEFAULT_SIGMA,
                         help="the Gaussian decoder's sigma: a positive number (fixed; the "
-                             "default is a tenth of the pixel range, small enough that the "
-                             "code must describe the digit) or 'learned' (one per pixel, a "
+                             "default weighs a wrong pixel about as the Bernoulli decoder "
+                             "does) or 'learned' (one per pixel, a "
                              "parameter of the decoder, kept >= 1/255)")
     parser.add_argument("--binarize", action="store_true",
                         help="binarised MNIST: every training image resampled as "
