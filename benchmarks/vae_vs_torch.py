@@ -330,20 +330,25 @@ def agree(args):
     model = VAEModel("mlp", d, args.hidden)
     opt = optim.Adam(model.parameters(), lr=args.lr)
 
-    tmodel = torch.nn.ModuleDict(dict(
-        encoder=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, args.hidden),
-                                    torch.nn.ReLU(), torch.nn.Linear(args.hidden, 2 * d)),
-        decoder=torch.nn.Sequential(torch.nn.Linear(d, args.hidden), torch.nn.ReLU(),
-                                    torch.nn.Linear(args.hidden, 784),
-                                    torch.nn.Unflatten(1, (1, 28, 28)))))
+    class TorchVAE(torch.nn.Module):   # pytorch/examples' vae/main.py, its names and layers
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(784, args.hidden)
+            self.fc21 = torch.nn.Linear(args.hidden, d)
+            self.fc22 = torch.nn.Linear(args.hidden, d)
+            self.fc3 = torch.nn.Linear(d, args.hidden)
+            self.fc4 = torch.nn.Linear(args.hidden, 784)
+
+    tmodel = TorchVAE()
     sd = {k: torch.from_numpy(np.array(v.numpy())) for k, v in model.state_dict().items()}
     tmodel.load_state_dict(sd, strict=True)
     topt = torch.optim.Adam(tmodel.parameters(), lr=args.lr)
 
     def torch_forward(x, eps):
-        out = tmodel["encoder"](x)
-        mu, logvar = out[:, :d], out[:, d:]
-        logits = tmodel["decoder"](mu + torch.exp(0.5 * logvar) * eps)
+        h1 = torch.relu(tmodel.fc1(x.reshape(-1, 784)))
+        mu, logvar = tmodel.fc21(h1), tmodel.fc22(h1)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = tmodel.fc4(torch.relu(tmodel.fc3(z))).reshape(x.shape)
         recon = TF.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
         kl = 0.5 * (logvar.exp() + mu * mu - 1 - logvar).sum(1)
         return recon.mean(), kl.mean()

@@ -2,17 +2,24 @@
 
 An encoder g maps an image to a code and a decoder f maps the code back:
 
-    h = g(x),   x' = f(h),   minimise  L(x, f(g(x)))
+    h = g(x),   x' = f(h),   minimise  E = L(x, f(g(x)))
 
-over the training images. The decoder outputs logits l; the reconstruction error
-is the binary cross-entropy summed over pixels (nats per image),
+over the training images. The slide writes h = g(x) and x = f(h), but its error
+as E = ||x - g(f(x))||, with g and f swapped: read literally, that decodes first
+and encodes second, which does not type-check (f takes a code, not an image).
+The code follows the slide's definitions h = g(x), x' = f(h), hence f(g(x)).
 
-    L(x, l) = sum_i softplus(l_i) - x_i l_i          (--loss bce, default)
+The decoder outputs logits l, x' = sigmoid(l); the reconstruction error per
+image is
 
-or the squared error sum_i (x_i - sigmoid(l_i))^2 (--loss mse). A small code
-(--latent-dim) forces g to keep only what f needs to redraw the digit; with
-``--latent-dim 2`` the code plane can be drawn: the test digits' codes coloured
-by class, and the decoder's output over a grid of that plane (the "manifold").
+    L(x, l) = sum_i softplus(l_i) - x_i l_i      (--loss bce, default: BCE in nats)
+    L(x, l) = ||x - sigmoid(l)||^2               (--loss squared-norm: the slide's
+                                                  norm, squared, summed over pixels)
+
+A small code (--latent-dim) forces g to keep only what f needs to redraw the
+digit; with ``--latent-dim 2`` the code plane can be drawn: the test digits'
+codes coloured by class, and the decoder's output over a grid of that plane (the
+"manifold").
 
 Architectures (--arch, models/blocks.py): ``mlp``  784 -> hidden -> d -> hidden
 -> 784; ``conv``  two stride-2 convolutions (28 -> 14 -> 7) then a linear layer,
@@ -41,17 +48,21 @@ class Autoencoder(nn.Module):
 
 # ----------------------------------------------------------------------------- the loss
 def reconstruction_error(logits, x, loss="bce"):
-    """Per-image reconstruction error in the units of --loss (nats for bce)."""
+    """Per-image reconstruction error of x' = sigmoid(logits): the BCE summed over
+    pixels (nats), or the slide's squared norm ||x - x'||^2 (--loss squared-norm)."""
     if loss == "bce":
         return bernoulli_nll(logits, x)
-    d = logits.sigmoid() - x
-    return (d * d).reshape(d.shape[0], -1).sum(axis=1)
+    if loss == "squared-norm":
+        d = x - logits.sigmoid()
+        return (d * d).reshape(d.shape[0], -1).sum(axis=1)
+    raise ValueError(f"reconstruction_error: loss must be 'bce' or 'squared-norm', got {loss!r}")
 
 
 # ----------------------------------------------------------------------------- training
 class AutoencoderExperiment(Experiment):
     """Deterministic autoencoder: h = g(x), x' = f(h), minimising the reconstruction
-    error (BCE summed over pixels: nats per image). --latent-dim 2 draws the code plane."""
+    error of f(g(x)) (BCE summed over pixels, nats per image, or the slide's squared
+    norm). --latent-dim 2 draws the code plane."""
 
     name = "autoencoder"
     defaults = dict(epochs=5, batch_size=128, lr=1e-3)
@@ -72,8 +83,10 @@ class AutoencoderExperiment(Experiment):
     @staticmethod
     def add_arguments(parser):
         add_architecture_arguments(parser, latent_dim=2)
-        parser.add_argument("--loss", choices=("bce", "mse"), default="bce",
-                            help="reconstruction error")
+        parser.add_argument("--loss", choices=("bce", "squared-norm"), default="bce",
+                            help="reconstruction error per image: bce, the binary "
+                                 "cross-entropy of f(g(x))'s logits (nats); squared-norm, the "
+                                 "slide's ||x - f(g(x))||^2 summed over pixels")
 
     # ------------------------------------------------------------------------- evaluation
     def evaluate(self, epoch):

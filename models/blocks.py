@@ -3,7 +3,9 @@
 - the MLP and convolutional encoders and decoders of 28 x 28 digits (the
   autoencoder, the VAE, the VAE-GAN, transfer learning's autoencoder trunk);
 - ``VAEModel``: the Gaussian encoder and the decoder of a VAE (the VAE, the
-  VAE-GAN and the plain VAE trained beside it, the GAN's comparison);
+  VAE-GAN and the plain VAE trained beside it, the GAN's comparison): the MLP
+  one in pytorch/examples' layout (fc1, fc21, fc22, fc3, fc4), or a conv one;
+- ``PixelLikelihood``: the decoder's P(x|h), Bernoulli or the slide's Gaussian;
 - ``Discriminator``: strided convolutions to one logit, whose conv features are
   the VAE-GAN's Dis_l (the GAN, the VAE-GAN);
 - ``dcgan_init``, ``averaged_copy`` and ``ema_update``: DCGAN's initialisation and a
@@ -13,10 +15,13 @@
 """
 from __future__ import annotations
 
+import math
+
+import minigrad as mg
 from minigrad import nn, no_grad
 from minigrad.backend import get_backend
-from models.cli import positive_int
-from models.losses import reparameterize
+from models.cli import positive_float, positive_int
+from models.losses import reconstruction_nll, reparameterize
 
 IMAGE_SHAPE = (1, 28, 28)
 N_PIXELS = 28 * 28
@@ -80,16 +85,112 @@ def add_architecture_arguments(parser, latent_dim):
 
 
 # ----------------------------------------------------------------------------- the VAE's networks
-class VAEModel(nn.Module):
-    """A Gaussian encoder x -> (mu, logvar) of Q(h|x) = N(mu, diag exp(logvar)) (one
-    network with 2d outputs, split in two) and a decoder h -> pixel logits of
-    P(x|h) = Bernoulli(sigmoid(logits)), shape (B, 1, 28, 28)."""
+# The Gaussian decoder's fixed sigma (and a learned one's start). At 0.3 a pixel
+# off by a whole stroke costs about 5.6 nats, close to what the Bernoulli decoder
+# charges a confidently wrong pixel, so the code carries about as much as the
+# Bernoulli VAE's. With sigma = 1 the squared error weighs so little against the
+# KL term that the decoder learns to ignore h (posterior collapse); with 0.1 the
+# code carries far more than the prior N(0, I) covers, and prior samples get worse.
+DEFAULT_SIGMA = 0.3
+# A learned sigma is kept above one 8-bit grey level: pixels that are 0 in every
+# image would otherwise drive their sigma to 0 and the density to infinity, and a
+# density narrower than the data's quantisation step says nothing about digits.
+MIN_SIGMA = 1.0 / 255
 
-    def __init__(self, arch="mlp", latent_dim=20, hidden=None):
+
+class PixelLikelihood(nn.Module):
+    """The decoder's P(x|h) over pixels, given its output logits l:
+
+        bernoulli   Bernoulli(sigmoid(l))                 (the PyTorch example's)
+        gaussian    N(x | sigmoid(l), sigma^2 I)          (the slide's)
+
+    with ``sigma`` a positive float (fixed) or ``"learned"``: one sigma per pixel,
+    the parameter ``log_sigma`` of shape (1, 28, 28), starting at DEFAULT_SIGMA and
+    kept >= MIN_SIGMA. Only the learned sigma adds a state_dict entry
+    (``likelihood.log_sigma``)."""
+
+    def __init__(self, kind="bernoulli", sigma=DEFAULT_SIGMA):
+        super().__init__()
+        if kind not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {kind!r}")
+        self.kind, self.sigma = kind, sigma
+        if kind == "gaussian" and sigma == "learned":
+            self.log_sigma = nn.Parameter(mg.full(IMAGE_SHAPE, math.log(DEFAULT_SIGMA)))
+        elif kind == "gaussian" and not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise ValueError(f"--sigma must be a positive number or 'learned', got {sigma!r}")
+
+    def current_log_sigma(self):
+        """log sigma: a float, or the learned (1, 28, 28) Tensor (None for bernoulli)."""
+        if self.kind != "gaussian":
+            return None
+        if self.sigma == "learned":
+            return self.log_sigma.clamp(min=math.log(MIN_SIGMA))
+        return math.log(self.sigma)
+
+    def nll(self, logits, x):
+        """-log P(x|h) per example (nats); a density in x for the Gaussian."""
+        return reconstruction_nll(logits, x, self.kind, self.current_log_sigma())
+
+    def name(self):
+        """What the metrics call this likelihood: bernoulli, gaussian (fixed sigma) or
+        gaussian_learned_sigma."""
+        return "gaussian_learned_sigma" if self.sigma == "learned" and \
+            self.kind == "gaussian" else self.kind
+
+
+class _VAE(nn.Module):
+    def forward(self, x, eps=None):
+        """(logits, mu, logvar), decoding one reparameterised sample h = mu + sigma eps."""
+        mu, logvar = self.encode(x)
+        return self.decode(reparameterize(mu, logvar, eps)), mu, logvar
+
+
+class MLPVAE(_VAE):
+    """pytorch/examples' vae/main.py model, with its module names, so its state_dict
+    loads with load_state_dict (weights (out, in), as PyTorch's):
+
+        encoder  h1 = relu(fc1(x))            fc1: 784 -> hidden (400)
+                 mu = fc21(h1), logvar = fc22(h1)   fc21, fc22: hidden -> d (20)
+        decoder  logits = fc4(relu(fc3(h)))    fc3: d -> hidden, fc4: hidden -> 784
+    """
+
+    def __init__(self, latent_dim=20, hidden=400, likelihood=None):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = encoder(arch, 2 * latent_dim, hidden)
-        self.decoder = decoder(arch, latent_dim, hidden)
+        self.fc1 = nn.Linear(N_PIXELS, hidden)
+        self.fc21 = nn.Linear(hidden, latent_dim)
+        self.fc22 = nn.Linear(hidden, latent_dim)
+        self.fc3 = nn.Linear(latent_dim, hidden)
+        self.fc4 = nn.Linear(hidden, N_PIXELS)
+        self.likelihood = likelihood or PixelLikelihood()
+
+    def encode(self, x):
+        h1 = self.fc1(x.reshape(x.shape[0], N_PIXELS)).relu()
+        return self.fc21(h1), self.fc22(h1)           # mu, logvar
+
+    def decode(self, h):
+        return self.fc4(self.fc3(h).relu()).reshape(h.shape[0], *IMAGE_SHAPE)
+
+    def load_state_dict(self, state_dict, strict=True):
+        if any(k.startswith("encoder.") for k in state_dict):
+            raise ValueError("this state_dict has the MLP VAE's old layout (encoder.1, "
+                             "encoder.3, decoder.0, ...), from before its modules were named "
+                             "as pytorch/examples' (fc1, fc21, fc22, fc3, fc4); retrain it "
+                             "with this version")
+        return super().load_state_dict(state_dict, strict)
+
+
+class ConvVAE(_VAE):
+    """A convolutional Gaussian encoder x -> (mu, logvar) (one network with 2d
+    outputs, split in two) and a transposed-convolution decoder h -> pixel logits
+    (B, 1, 28, 28)."""
+
+    def __init__(self, latent_dim=20, width=32, likelihood=None):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = conv_encoder(2 * latent_dim, width)
+        self.decoder = conv_decoder(latent_dim, width)
+        self.likelihood = likelihood or PixelLikelihood()
 
     def encode(self, x):
         out = self.encoder(x)
@@ -99,10 +200,51 @@ class VAEModel(nn.Module):
     def decode(self, h):
         return self.decoder(h)
 
-    def forward(self, x, eps=None):
-        """(logits, mu, logvar), decoding one reparameterised sample h = mu + sigma eps."""
-        mu, logvar = self.encode(x)
-        return self.decode(reparameterize(mu, logvar, eps)), mu, logvar
+
+def VAEModel(arch="mlp", latent_dim=20, hidden=None, likelihood="bernoulli",
+             sigma=DEFAULT_SIGMA):
+    """The VAE's networks, Q(h|x) = N(mu, diag exp(logvar)) and P(x|h) given by
+    ``likelihood`` (see PixelLikelihood): ``MLPVAE`` (--arch mlp, pytorch/examples'
+    layout) or ``ConvVAE`` (--arch conv). ``likelihood`` is a name (with ``sigma``)
+    or a PixelLikelihood."""
+    hidden = hidden or DEFAULT_HIDDEN[arch]
+    lik = likelihood if isinstance(likelihood, PixelLikelihood) else \
+        PixelLikelihood(likelihood, sigma)
+    return MLPVAE(latent_dim, hidden, lik) if arch == "mlp" else ConvVAE(latent_dim, hidden, lik)
+
+
+def add_likelihood_arguments(parser):
+    """--likelihood and --sigma, for the VAE and the CVAE."""
+    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli",
+                        help="the decoder's P(x|h): bernoulli, Bernoulli(sigmoid(f(h))) (the "
+                             "PyTorch example's); gaussian, N(x | sigmoid(f(h)), sigma^2 I) "
+                             "(the slide's; its log-density in nats)")
+    parser.add_argument("--sigma", type=sigma_value, default=DEFAULT_SIGMA,
+                        help="the Gaussian decoder's sigma: a positive number (fixed; the "
+                             "default weighs a wrong pixel about as the Bernoulli decoder "
+                             "does) or 'learned' (one per pixel, a "
+                             "parameter of the decoder, kept >= 1/255)")
+    parser.add_argument("--binarize", action="store_true",
+                        help="binarised MNIST: every training image resampled as "
+                             "Bernoulli(pixel) each epoch, the test set binarised once with a "
+                             "fixed seed, so log p(x) compares with published binarised-MNIST "
+                             "numbers")
+
+
+def likelihood_from_args(args):
+    """The PixelLikelihood of --likelihood and --sigma (ValueError: --sigma given
+    without --likelihood gaussian, where it would mean nothing)."""
+    if args.likelihood != "gaussian" and "sigma" in getattr(args, "given", ()):
+        raise ValueError(f"--sigma is the Gaussian decoder's; add --likelihood gaussian "
+                         f"or drop --sigma (--likelihood is {args.likelihood})")
+    return PixelLikelihood(args.likelihood, args.sigma)
+
+
+def sigma_value(text):
+    """An argparse ``type`` for --sigma: 'learned' or a positive float."""
+    if text == "learned":
+        return text
+    return positive_float(text)
 
 
 # ----------------------------------------------------------------------------- the discriminator

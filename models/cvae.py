@@ -1,60 +1,70 @@
 """Conditional variational autoencoder: ``python -m models.cvae``.
 
-The VAE of models/vae.py with the label y given to both networks (as a one-hot
-vector c concatenated to the encoder's input and to the code):
+The VAE of models/vae.py with the label y given to both networks, as a learned
+embedding c = E[y] concatenated to the encoder's input and to the code:
 
     Q(h|x, y) = N(mu(x, c), diag sigma^2(x, c)),   P(x|h, y) = Bernoulli(sigmoid(f(h, c)))
 
     -ELBO(x, y) = E_{h~Q(h|x,y)}[-log P(x|h, y)] + KL[Q(h|x, y) || N(0, I)]
 
-Since the decoder is told the class, the code h only needs what the label does not
-say: the handwriting style (slant, thickness, width). That gives STYLE TRANSFER:
-encode a test digit with its own label, decode the code with every label 0-9, and
-the same hand writes every digit.
+(--likelihood gaussian: the slide's N(x | sigmoid(f(h, c)), sigma^2 I) instead, as
+in models/vae.py; --binarize: binarised MNIST.) Since the decoder is told the
+class, the code h only needs what the label does not say: the handwriting style
+(slant, thickness, width). That gives STYLE TRANSFER: encode a test digit with
+its own label, decode the code with every label 0-9, and the same hand writes
+every digit.
 
 Label fidelity (the fraction of generated digits that the shipped scorer,
-models/scorer/mnist-10k.npz, assigns the requested label) is reported next to the ELBO,
-because the two pull apart: a larger code improves the ELBO, but the decoder can
-then read the class from h and ignore c. The default --latent-dim is therefore 2
-(the README has the measurements).
+models/scorer/mnist-10k.npz, assigns the requested label) is reported next to the
+ELBO, because the two can pull apart: a larger code improves the ELBO, and its
+decoder may read the class from h and ignore c. It does with a one-hot c, whose
+weight in the decoder's input is small at the start; the learned embedding
+(--label-dim) weighs as much as the code from the first step, and the decoder
+follows it (the README has the measurements).
 """
 from __future__ import annotations
 
 import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.numpy())
 
 import minigrad as mg
-import minigrad.functional as F
 from minigrad import nn, optim
-from models.blocks import N_PIXELS, mlp_decoder, mlp_encoder
+from models.blocks import (N_PIXELS, PixelLikelihood, add_likelihood_arguments,
+                           likelihood_from_args, mlp_decoder, mlp_encoder)
 from models.cli import Experiment, non_negative_int, positive_int, run_cli
-from models.evaluation import (accuracy, add_iw_samples_argument, evaluate_elbo,
-                               evaluate_iw_log_likelihood, evaluating, load_scorer)
+from models.evaluation import (accuracy, add_iw_samples_argument, binarized_data, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, likelihood_record,
+                               load_scorer)
 from models.figures import draw_curves, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (add_sample_quality_argument, draw_class_histograms,
                             final_sample_quality, report_sample_quality, sample_quality)
 
+LABEL_DIM = 64     # the label embedding's size; see --label-dim
+
 
 # ----------------------------------------------------------------------------- the model
 class CVAEModel(nn.Module):
-    """Encoder [x, c] -> (mu, logvar); decoder [h, c] -> pixel logits (B, 1, 28, 28)."""
+    """Encoder [x, c] -> (mu, logvar); decoder [h, c] -> pixel logits (B, 1, 28, 28),
+    with c = E[y] a learned embedding of the label (``label_dim`` numbers, N(0, 1)
+    at the start, as nn.Embedding) and the decoder's P(x|h, y) a
+    blocks.PixelLikelihood."""
 
-    def __init__(self, latent_dim=2, hidden=400, n_classes=10):
+    def __init__(self, latent_dim=2, hidden=400, n_classes=10, label_dim=LABEL_DIM,
+                 likelihood=None):
         super().__init__()
         self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.encoder = mlp_encoder(2 * latent_dim, hidden, in_features=N_PIXELS + n_classes)
-        self.decoder = mlp_decoder(latent_dim + n_classes, hidden)
-
-    def one_hot(self, y):
-        return F.one_hot(y, self.n_classes).float()
+        self.label = nn.Embedding(n_classes, label_dim)                       # E
+        self.encoder = mlp_encoder(2 * latent_dim, hidden, in_features=N_PIXELS + label_dim)
+        self.decoder = mlp_decoder(latent_dim + label_dim, hidden)
+        self.likelihood = likelihood or PixelLikelihood()
 
     def encode(self, x, y):
-        out = self.encoder(mg.cat([x.reshape(x.shape[0], N_PIXELS), self.one_hot(y)], axis=1))
+        out = self.encoder(mg.cat([x.reshape(x.shape[0], N_PIXELS), self.label(y)], axis=1))
         d = self.latent_dim
         return out[:, :d], out[:, d:]                 # mu, logvar
 
     def decode(self, h, y):
-        return self.decoder(mg.cat([h, self.one_hot(y)], axis=1))
+        return self.decoder(mg.cat([h, self.label(y)], axis=1))
 
     def forward(self, x, y, eps=None):
         mu, logvar = self.encode(x, y)
@@ -63,9 +73,9 @@ class CVAEModel(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 class CVAE(Experiment):
-    """Conditional VAE: encoder Q(h|x, y) and decoder P(x|h, y) both see the one-hot
-    label; -ELBO = E_Q[-log P(x|h, y)] + KL[Q(h|x, y) || N(0, I)]. Draws samples per
-    class and style transfer, and reports label fidelity next to the ELBO."""
+    """Conditional VAE: encoder Q(h|x, y) and decoder P(x|h, y) both see the label's
+    embedding; -ELBO = E_Q[-log P(x|h, y)] + KL[Q(h|x, y) || N(0, I)]. Draws samples
+    per class and style transfer, and reports label fidelity next to the ELBO."""
 
     name = "cvae"
     defaults = dict(epochs=10, batch_size=128, lr=1e-3)
@@ -73,14 +83,21 @@ class CVAE(Experiment):
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        self.model = CVAEModel(args.latent_dim, args.hidden, run.data.n_classes)
+        self.model = CVAEModel(args.latent_dim, args.hidden, run.data.n_classes,
+                               args.label_dim, likelihood_from_args(args))
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
+        self.binarize = binarized_data(run, args)    # --binarize: fixed test set, and
+        if self.binarize:                            # training draws that resume exactly
+            self.checkpoint += ("binarize",)
 
     def train_step(self, x, y):
+        if self.binarize:
+            x = self.binarize(x)                     # x ~ Bernoulli(pixels), anew each epoch
         mu, logvar = self.model.encode(x, y)         # Q(h|x, y)
         h = reparameterize(mu, logvar)               # h = mu + sigma * eps
         logits = self.model.decode(h, y)             # P(x|h, y)
-        elbo = vae_loss(logits, x, mu, logvar)
+        lik = self.model.likelihood
+        elbo = vae_loss(logits, x, mu, logvar, 1.0, lik.kind, lik.current_log_sigma())
         self.opt.zero_grad()
         elbo.loss.backward()
         self.opt.step()
@@ -89,10 +106,16 @@ class CVAE(Experiment):
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("--latent-dim", type=positive_int, default=2,
-                            help="size of the code h: a small code keeps the decoder listening "
-                                 "to the label; a larger one improves the ELBO, but the "
-                                 "decoder then reads the class from h and ignores the label")
+                            help="size of the code h: a larger one improves the ELBO; the "
+                                 "label embedding keeps its decoder listening to the label")
         parser.add_argument("--hidden", type=positive_int, default=400, help="hidden units")
+        parser.add_argument("--label-dim", type=positive_int, default=LABEL_DIM,
+                            help="size of the learned label embedding c = E[y] that both "
+                                 "networks see: the label then weighs as much as the code "
+                                 "from the first step, so the decoder listens to it even "
+                                 "with a large code (a one-hot c, which weighs little, "
+                                 "is ignored by a 20-D code's decoder)")
+        add_likelihood_arguments(parser)
         parser.add_argument("--fidelity-samples", type=non_negative_int, default=100,
                             help="prior samples per class for label fidelity after the last "
                                  "epoch, judged by the shipped scorer (0 skips it)")
@@ -102,7 +125,7 @@ class CVAE(Experiment):
     # ------------------------------------------------------------------------- evaluation
     def evaluate(self, epoch):
         with evaluating(self.model):
-            return evaluate_elbo(self.run, self.model)
+            return evaluate_elbo(self.run, self.model, self.model.likelihood.nll)
 
     def prior_samples(self, per_class, seed):
         """``per_class`` samples of each class from h ~ N(0, I), the same h in every
@@ -145,10 +168,13 @@ class CVAE(Experiment):
                 x, _ = self.prior_samples(-(-quality.n // k), args.seed + 2)  # every class
                 out.update(final_sample_quality(quality, {"": x[:quality.n]}))
                 report_sample_quality(run, out)
-            if args.iw_samples:
-                out["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(
-                    run, self.model.encode, self.model.decode, args.iw_samples)
-                out["iw_samples"] = args.iw_samples
+            values = {"test_neg_elbo": self.evaluate(args.epochs)["test_loss"]}
+            if args.iw_samples:   # log p(x) >= this (importance-weighted, K samples)
+                values["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(
+                    run, self.model.encode, self.model.decode, args.iw_samples,
+                    self.model.likelihood.nll)
+            out.update(likelihood_record(run, self.model.likelihood, args.binarize, **values))
+            out["iw_samples"] = args.iw_samples
         return out
 
     # ------------------------------------------------------------------------- figures

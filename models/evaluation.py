@@ -4,7 +4,8 @@
 - ``embed``: a network applied to a host array in batches;
 - ``accuracy`` and k-nearest-neighbour accuracy;
 - verification: fixed test pairs and triplets, ROC-AUC, the best distance threshold;
-- the VAE family's test -ELBO and importance-weighted log-likelihood;
+- the VAE family's test -ELBO and importance-weighted log-likelihood, and
+  binarised MNIST (dynamic for training, fixed for the test set);
 - ``generate``: decoded samples of N(0, I) codes, in batches;
 - loading a trained classifier: the shipped sample scorer, or another one.
 """
@@ -176,43 +177,105 @@ def best_threshold_accuracy(dist, same):
 
 
 # ----------------------------------------------------------------------------- the VAE family
-def evaluate_elbo(run, forward, batch_size=500):
+def evaluate_elbo(run, forward, nll=L.bernoulli_nll, batch_size=500):
     """Test-set negative ELBO (beta = 1) in nats per image, split into the expected
-    reconstruction term and the KL term. ``forward(x, y) -> (logits, mu, logvar)``."""
+    reconstruction term and the KL term. ``forward(x, y) -> (logits, mu, logvar)``;
+    ``nll(logits, x)`` is the decoder's -log P(x|h) per image (the model's
+    likelihood: Bernoulli by default)."""
     recon = kl = 0.0
     n = 0
     with mg.no_grad():
         for x, y in run.loader("test", batch_size=batch_size):
             logits, mu, logvar = forward(x, y)
-            elbo = L.vae_loss(logits, x, mu, logvar)
-            b = x.shape[0]
-            recon += elbo.recon.item() * b
-            kl += elbo.kl.item() * b
-            n += b
+            recon += nll(logits, x).sum().item()
+            kl += L.gaussian_kl(mu, logvar).sum().item()
+            n += x.shape[0]
     return {"test_loss": (recon + kl) / n, "test_recon": recon / n, "test_kl": kl / n}
 
 
-def evaluate_iw_log_likelihood(run, encode, decode, k, rows=10_000):
+def evaluate_iw_log_likelihood(run, encode, decode, k, nll=L.bernoulli_nll, rows=10_000):
     """Mean over the test set of the K-sample importance-weighted estimate of log p(x)
     (nats per image). ``encode(x, y) -> (mu, logvar)``; ``decode(h, y) -> logits`` for
-    h of shape (K*B, d) and y the labels repeated K times (B-blocks). Batches hold
-    about ``rows`` decoder rows (K * batch) to bound memory."""
+    h of shape (K*B, d) and y the labels repeated K times (B-blocks); ``nll(logits,
+    x)`` the decoder's -log P(x|h) per image. Batches hold about ``rows`` decoder
+    rows (K * batch) to bound memory."""
     total, n = 0.0, 0
     with mg.no_grad():
         for x, y in run.loader("test", batch_size=max(1, rows // k)):
             b = x.shape[0]
             mu, logvar = encode(x, y)
-            x_rep = mg.broadcast_to(x.reshape(1, b, N_PIXELS), (k, b, N_PIXELS)) \
-                .reshape(k * b, N_PIXELS)
+            x_rep = mg.broadcast_to(x.reshape(1, *x.shape), (k, *x.shape)) \
+                .reshape(k * b, *x.shape[1:])
             y_rep = y[run.tensor(np.tile(np.arange(b), k))]
 
             def log_likelihood(h):  # (K, B, d) -> log P(x|h) of shape (K, B)
-                logits = decode(h.reshape(k * b, h.shape[-1]), y_rep).reshape(k * b, N_PIXELS)
-                return -L.bernoulli_nll(logits, x_rep).reshape(k, b)
+                logits = decode(h.reshape(k * b, h.shape[-1]), y_rep)
+                return -nll(logits.reshape(x_rep.shape), x_rep).reshape(k, b)
 
             total += L.iw_log_likelihood(log_likelihood, mu, logvar, k=k).sum().item()
             n += b
     return total / n
+
+
+BINARIZE_TEST_SEED = 2015   # the fixed binarised test set is the same for every --seed
+
+
+def binarize_fixed(x, seed=BINARIZE_TEST_SEED):
+    """Host-side: one fixed stochastic binarisation of images in [0, 1], each pixel
+    1 with probability its grey level (the binarised-MNIST test set of Burda et al.
+    2016). Row i gets the same draws whatever the number of rows (--limit)."""
+    u = np.random.default_rng(seed).random(x.shape, dtype=np.float32)
+    return (u < x).astype(np.float32)
+
+
+def binarized_data(run, args):
+    """--binarize: binarise the run's test set once (``binarize_fixed``) and return the
+    ``DynamicBinarization`` for its training batches (a model names it in its
+    checkpoint); None without --binarize."""
+    if not args.binarize:
+        return None
+    run.data.test_x = binarize_fixed(run.data.test_x)
+    return DynamicBinarization(run, args.seed)
+
+
+class DynamicBinarization:
+    """``binarize(x)``: a fresh binarisation x' ~ Bernoulli(x) of a batch every time
+    it is called, so every epoch sees each training image resampled. The draws come
+    from the object's own generator (seeded; ``state_dict`` holds it, so a model that
+    names it in ``checkpoint`` resumes with the same draws)."""
+
+    def __init__(self, run, seed):
+        self.run = run
+        self.rng = np.random.default_rng([seed, BINARIZE_TEST_SEED])
+
+    def __call__(self, x):
+        u = self.run.tensor(self.rng.random(x.shape, dtype=np.float32))
+        return (u < x).astype(x.dtype.name)
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
+
+
+def likelihood_record(run, likelihood, binarized, **values):
+    """The VAE family's final likelihood numbers, named after what they are: which
+    decoder (``likelihood``, a blocks.PixelLikelihood), whether the data were
+    binarised, and each value as <name>_<likelihood>[_binarized], e.g.
+    test_iw_log_likelihood_bernoulli_binarized. A Gaussian's numbers are densities of
+    continuous pixels, a Bernoulli's probabilities of binary ones (of grey levels
+    used as targets, unless binarised): the names keep them apart. Prints them."""
+    tag = likelihood.name() + ("_binarized" if binarized else "")
+    sigma = likelihood.sigma if likelihood.kind == "gaussian" else None
+    out = {"likelihood": likelihood.kind, "sigma": sigma, "binarized": bool(binarized)}
+    out.update({f"{k}_{tag}": v for k, v in values.items()})
+    what = f"{likelihood.name()} decoder" + (", binarised data" if binarized else "")
+    said = {"test_neg_elbo": "test -ELBO", "test_iw_log_likelihood":
+            "test log p(x) >= (importance-weighted)"}
+    for k, v in values.items():
+        run.print(f"{said.get(k, k)} {v:.2f} nats/image ({what})")
+    return out
 
 
 def add_iw_samples_argument(parser, default):

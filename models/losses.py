@@ -14,8 +14,9 @@ import minigrad as mg
 #     log p(x) >= E_{h~Q(h|x)}[log P(x|h)] - KL[Q(h|x) || N(0, I)]
 #
 # with a Gaussian encoder Q(h|x) = N(mu(x), diag sigma^2(x)) that outputs
-# (mu, logvar = log sigma^2), and a Bernoulli decoder P(x|h) whose logits come
-# from the decoder network. Everything below returns values PER EXAMPLE (summed
+# (mu, logvar = log sigma^2), and a decoder P(x|h) whose logits l come from the
+# decoder network: Bernoulli(sigmoid(l)), or the slide's Gaussian
+# N(x | sigmoid(l), sigma^2 I). Everything below returns values PER EXAMPLE (summed
 # over pixels / latent units, in nats) unless it says otherwise; training uses
 # the mean over the batch.
 import math as _math
@@ -75,6 +76,48 @@ def bernoulli_nll(logits, x):
     return _sum_event(mg.functional.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
 
+def gaussian_nll(mean, x, log_sigma=0.0):
+    """-log N(x | mean, sigma^2 I) for a Gaussian decoder, per example, in nats: the
+    slide's P(X|h) = N(X | f(h), sigma^2 I) as a true density over the D pixels,
+
+        sum_i (x_i - mean_i)^2 / (2 sigma_i^2) + log sigma_i + 0.5 log(2 pi)
+        = ||x - mean||^2 / (2 sigma^2) + D/2 log(2 pi sigma^2)      (one sigma)
+
+    ``log_sigma`` is a float (one fixed sigma) or a Tensor broadcasting against x
+    (e.g. one learned sigma per pixel, shape (1, 28, 28)). The constant is kept, so
+    the value is the log-density of a continuous x, comparable across sigma (not
+    with a Bernoulli decoder's log-probability of discrete pixels)."""
+    if mean.shape != x.shape:
+        raise ValueError(f"gaussian_nll: mean of shape {mean.shape} and x of shape "
+                         f"{x.shape} must have the same shape")
+    z = x - mean
+    if isinstance(log_sigma, (int, float)):
+        per_pixel = z * z * (0.5 * _math.exp(-2.0 * log_sigma)) + \
+            (log_sigma + 0.5 * _math.log(2 * _math.pi))
+    else:
+        per_pixel = z * z * (log_sigma * -2.0).exp() * 0.5 + log_sigma + \
+            0.5 * _math.log(2 * _math.pi)
+        if per_pixel.shape != x.shape:
+            raise ValueError(f"gaussian_nll: log_sigma of shape {log_sigma.shape} must "
+                             f"broadcast against x of shape {x.shape}")
+    return _sum_event(per_pixel)
+
+
+def reconstruction_nll(logits, x, likelihood="bernoulli", log_sigma=None):
+    """-log P(x|h) per example (nats) from the decoder's output ``logits``:
+    ``bernoulli``: Bernoulli(sigmoid(logits)), i.e. bernoulli_nll; ``gaussian``:
+    N(x | sigmoid(logits), sigma^2 I), i.e. gaussian_nll with mean f(h) =
+    sigmoid(logits) (pixels lie in [0, 1], so the mean does too) and ``log_sigma``."""
+    if likelihood == "bernoulli":
+        return bernoulli_nll(logits, x)
+    if likelihood == "gaussian":
+        if log_sigma is None:
+            raise ValueError("reconstruction_nll: a gaussian likelihood needs log_sigma")
+        return gaussian_nll(logits.sigmoid(), x, log_sigma)
+    raise ValueError(f"reconstruction_nll: likelihood must be 'bernoulli' or 'gaussian', "
+                     f"got {likelihood!r}")
+
+
 class ELBO(_NamedTuple):
     """Batch means in nats per example: ``loss = recon + beta * kl`` (what training
     minimises), ``recon`` = E_Q[-log P(x|h)] (one sample), ``kl`` = KL[Q || N(0, I)].
@@ -84,13 +127,14 @@ class ELBO(_NamedTuple):
     kl: object
 
 
-def vae_loss(logits, x, mu, logvar, beta=1.0):
-    """The (beta-weighted) negative ELBO of a Bernoulli-decoder VAE, mean over the batch:
+def vae_loss(logits, x, mu, logvar, beta=1.0, likelihood="bernoulli", log_sigma=None):
+    """The (beta-weighted) negative ELBO of a VAE, mean over the batch:
 
         -ELBO(x) = E_{h~Q(h|x)}[-log P(x|h)] + beta * KL[Q(h|x) || N(0, I)]
 
-    estimated with the one reparameterised sample h that produced ``logits``."""
-    recon = bernoulli_nll(logits, x).mean()
+    estimated with the one reparameterised sample h that produced ``logits``;
+    -log P(x|h) is reconstruction_nll (Bernoulli by default, or Gaussian)."""
+    recon = reconstruction_nll(logits, x, likelihood, log_sigma).mean()
     kl = gaussian_kl(mu, logvar).mean()
     loss = recon + kl * beta if beta != 1.0 else recon + kl
     return ELBO(loss, recon, kl)
@@ -214,13 +258,22 @@ def contrastive_loss(x1, x2, y, margin=1.0, reduction="mean", eps=DISTANCE_EPS):
     return _reduce(loss, reduction, "contrastive_loss")
 
 
-def triplet_loss(anchor, positive, negative, alpha=0.2, reduction="mean"):
+# FaceNet's margin (Schroff et al. 2015), chosen there for L2-normalised embeddings,
+# whose squared distances lie in [0, 4]; the default of triplet_loss, of
+# batch_triplet_loss and of ``python -m models.siamese --alpha``. Without the
+# normalisation the embedding's scale is free, and any margin only sets that scale.
+TRIPLET_ALPHA = 0.2
+
+
+def triplet_loss(anchor, positive, negative, alpha=TRIPLET_ALPHA, reduction="mean"):
     """The lecture's (FaceNet's) triplet loss for embedded triplets, each (B, d):
 
         L = max(||F(A) - F(P)||^2 - ||F(A) - F(N)||^2 + alpha, 0)
 
     zero (with zero gradient) once the negative is farther than the positive by
-    at least the margin alpha in squared distance. Squared distances only: no sqrt."""
+    at least the margin alpha in squared distance. Squared distances only: no sqrt.
+    alpha defaults to FaceNet's 0.2 (TRIPLET_ALPHA), meant for unit-length
+    embeddings (F.normalize)."""
     _check_embeddings("triplet_loss", anchor, positive, negative)
     if alpha < 0:
         raise ValueError(f"triplet_loss: alpha must be >= 0, got {alpha}")
@@ -346,7 +399,8 @@ def balanced_pairs(labels):
 MINERS = {"hard": mine_batch_hard, "semihard": mine_semihard, "random": mine_random}
 
 
-def batch_triplet_loss(embeddings, labels, alpha=0.2, mining="semihard", reduction="mean"):
+def batch_triplet_loss(embeddings, labels, alpha=TRIPLET_ALPHA, mining="semihard",
+                       reduction="mean"):
     """triplet_loss on the triplets that ``mining`` ('hard' | 'semihard' | 'random')
     picks inside the batch. Returns (loss, number of triplets)."""
     if mining not in MINERS:

@@ -14,7 +14,11 @@ contrastive (pairs):  L = Y * D^2 + (1 - Y) * max(margin - D, 0)^2
     Label convention: Y = 1 for a SAME-class pair, Y = 0 for different classes (the
     lecture's and Keras'; Hadsell et al. 2006 write Y = 0 for similar pairs).
 triplet:  L = max(||F(A) - F(P)||^2 - ||F(A) - F(N)||^2 + alpha, 0)
-    anchor A, positive P (A's class), negative N (another class); --mining picks the
+    anchor A, positive P (A's class), negative N (another class); alpha defaults to
+    FaceNet's 0.2 (here and in models/losses.triplet_loss). --normalize makes F(x)
+    unit-length, as FaceNet does: squared distances then lie in [0, 4] and alpha
+    has a fixed meaning; without it the embedding's scale is free, so any alpha
+    only sets that scale. --mining picks the
     triplets inside each batch: random, semihard (FaceNet: the closest negative that is
     farther than the positive) or hard (batch-hard: the farthest positive and the
     closest negative of every anchor).
@@ -30,6 +34,7 @@ import numpy as np  # host-side: distances and figures on arrays from Tensor.num
 
 import minigrad as mg
 from minigrad import nn, optim
+from minigrad.functional import normalize
 from models import losses as L
 from models.cli import Experiment, non_negative_float, positive_float, positive_int, run_cli
 from models.evaluation import (best_threshold_accuracy, embed, evaluating, knn_accuracy,
@@ -54,16 +59,20 @@ def encoder(embedding_dim=2, width=16, hidden=128):
 class SiameseNet(nn.Module):
     """The branches: ``net(x1, x2)`` -> (F(x1), F(x2)), ``net(a, p, n)`` -> three
     embeddings, ``net(x)`` -> F(x). There is one encoder, so the branches' gradients
-    accumulate into one set of parameters (the shared weights)."""
+    accumulate into one set of parameters (the shared weights). ``normalize=True``:
+    F(x) = e(x) / ||e(x)||, on the unit sphere (FaceNet)."""
 
-    def __init__(self, embedding_dim=2, width=16, hidden=128):
+    def __init__(self, embedding_dim=2, width=16, hidden=128, normalize=False):
         super().__init__()
-        self.encoder = encoder(embedding_dim, width, hidden)      # F
+        self.encoder = encoder(embedding_dim, width, hidden)      # e
+        self.normalize = normalize
 
     def forward(self, *xs):
         if not xs:
             raise TypeError("SiameseNet: needs at least one input")
         out = tuple(self.encoder(x) for x in xs)
+        if self.normalize:                         # F(x) = e(x) / ||e(x)|| (FaceNet)
+            out = tuple(normalize(e, dim=1) for e in out)
         return out[0] if len(out) == 1 else out
 
 
@@ -81,9 +90,22 @@ class Siamese(Experiment):
         if args.batch_size < 2:
             raise ValueError(f"--batch-size must be >= 2 (pairs are formed inside a batch), "
                              f"got {args.batch_size}")
-        self.model = SiameseNet(args.embedding_dim, args.width, args.hidden)
+        self.model = SiameseNet(args.embedding_dim, args.width, args.hidden, args.normalize)
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
         self.pairs, self.triplets = evaluation_pairs(run.data.test_y)
+
+    def train_step(self, x, y):
+        # The pairs (triplets) are drawn inside the batch, so F runs once on the batch
+        # and each branch picks its rows: e[first], e[second] IS (F(x1), F(x2)) with
+        # the shared weights, at the cost of one pass instead of one per branch
+        # (tests/test_siamese.py checks the two agree, gradients included).
+        loss, active = self.batch_loss(self.model(x), y)
+        if loss is None:
+            return {}              # nothing to learn from this batch: no step
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item(), "active": active}
 
     def batch_loss(self, e, y):
         """The loss of a batch's embeddings e = F(x) (B, d) with labels y, and the
@@ -103,19 +125,6 @@ class Siamese(Experiment):
         active = float((per_pair.detach() > 0).float().mean().item())
         return per_pair.mean(), active
 
-    def train_step(self, x, y):
-        # The pairs (triplets) are drawn inside the batch, so F runs once on the batch
-        # and each branch picks its rows: e[first], e[second] IS (F(x1), F(x2)) with
-        # the shared weights, at the cost of one pass instead of one per branch
-        # (tests/test_siamese.py checks the two agree, gradients included).
-        loss, active = self.batch_loss(self.model(x), y)
-        if loss is None:
-            return {}              # nothing to learn from this batch: no step
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.item(), "active": active}
-
     @staticmethod
     def add_arguments(parser):
         parser.add_argument("--loss", choices=("contrastive", "triplet"), default="contrastive",
@@ -126,8 +135,14 @@ class Siamese(Experiment):
                             help="embedding size d (2 can be drawn directly; larger for accuracy)")
         parser.add_argument("--margin", type=positive_float, default=1.0,
                             help="contrastive margin on D")
-        parser.add_argument("--alpha", type=non_negative_float, default=1.0,
-                            help="triplet margin on squared distances")
+        parser.add_argument("--alpha", type=non_negative_float, default=L.TRIPLET_ALPHA,
+                            help="triplet margin on squared distances: FaceNet's value, which "
+                                 "it uses on unit-length embeddings (--normalize: squared "
+                                 "distances in [0, 4]); without --normalize the embedding's "
+                                 "scale is free and alpha only sets it")
+        parser.add_argument("--normalize", action="store_true",
+                            help="L2-normalise the embeddings, F(x) = e(x) / ||e(x)|| "
+                                 "(FaceNet); distances are then at most 2")
         parser.add_argument("--mining", choices=("random", "semihard", "hard"),
                             default="semihard",
                             help="triplet selection inside each batch; 'hard' (batch-hard) "
@@ -142,7 +157,7 @@ class Siamese(Experiment):
     def embeddings(self, x):
         """F(x) of a host array, in eval mode without a graph: a (N, d) tensor."""
         with evaluating(self.model):
-            return embed(self.model.encoder, x, self.run, batch_size=1000)
+            return embed(self.model, x, self.run, batch_size=1000)
 
     def pair_metrics(self, test_e):
         """Loss, ROC-AUC (score = -distance) and best-threshold accuracy on the fixed

@@ -1,7 +1,9 @@
 """Variational autoencoder (Kingma & Welling 2014): ``python -m models.vae``.
 
 A generative model p(x) = integral P(x|h) p(h) dh with prior p(h) = N(0, I) and a
-decoder P(x|h) = Bernoulli(sigmoid(f(h))) over the 784 pixels. The encoder gives
+decoder over the 784 pixels, P(x|h) = Bernoulli(sigmoid(f(h))) (--likelihood
+bernoulli, the PyTorch example's) or the slide's Gaussian N(x | sigmoid(f(h)),
+sigma^2 I) (--likelihood gaussian; --sigma fixed or learned per pixel). The encoder gives
 an approximate posterior Q(h|x) = N(mu(x), diag sigma^2(x)) (it outputs mu and
 logvar = log sigma^2), and training maximises the evidence lower bound
 
@@ -19,20 +21,26 @@ K importance samples (Burda et al. 2016), a tighter bound than the ELBO:
 
 and the prior samples are scored with the classifier-FID and inception score of
 models/metrics.py, next to real images' floor (the lecture's comparison with GANs).
+Grey levels are not Bernoulli outcomes, so these numbers are not those of the
+literature's binarised MNIST; --binarize trains on images resampled as
+Bernoulli(pixel) every epoch and tests on one fixed binarisation, which are.
 
 The networks are models/blocks.py's VAEModel: --arch mlp (default) is the PyTorch
-example's 784-400-20 model; --arch conv a convolutional encoder and a
-transposed-convolution decoder. The losses are models/losses.py's.
+example's 784-400-20 model, with its module names (fc1, fc21, fc22, fc3, fc4);
+--arch conv a convolutional encoder and a transposed-convolution decoder. The
+losses are models/losses.py's.
 """
 from __future__ import annotations
 
 import numpy as np  # host-side: figure noise and drawing (arrays from Tensor.numpy())
 
 from minigrad import optim
-from models.blocks import VAEModel, add_architecture_arguments
+from models.blocks import (VAEModel, add_architecture_arguments, add_likelihood_arguments,
+                           likelihood_from_args)
 from models.cli import Experiment, non_negative_float, run_cli
-from models.evaluation import (add_iw_samples_argument, embed, evaluate_elbo,
-                               evaluate_iw_log_likelihood, evaluating, generate)
+from models.evaluation import (add_iw_samples_argument, binarized_data, embed, evaluate_elbo,
+                               evaluate_iw_log_likelihood, evaluating, generate,
+                               likelihood_record)
 from models.figures import draw_curves, draw_manifold, draw_rows
 from models.losses import reparameterize, vae_loss
 from models.metrics import (add_sample_quality_argument, draw_class_histograms,
@@ -51,14 +59,22 @@ class VAE(Experiment):
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        self.model = VAEModel(args.arch, args.latent_dim, args.hidden)
+        self.model = VAEModel(args.arch, args.latent_dim, args.hidden,
+                              likelihood_from_args(args))
         self.opt = optim.Adam(self.model.parameters(), lr=args.lr)
+        self.binarize = binarized_data(run, args)    # --binarize: fixed test set, and
+        if self.binarize:                            # training draws that resume exactly
+            self.checkpoint += ("binarize",)
 
     def train_step(self, x, y):
+        if self.binarize:
+            x = self.binarize(x)                     # x ~ Bernoulli(pixels), anew each epoch
         mu, logvar = self.model.encode(x)            # Q(h|x) = N(mu, diag exp(logvar))
         h = reparameterize(mu, logvar)               # h = mu + sigma * eps, eps ~ N(0, I)
-        logits = self.model.decode(h)                # P(x|h) = Bernoulli(sigmoid(logits))
-        elbo = vae_loss(logits, x, mu, logvar, beta=self.args.beta)   # recon + beta * KL
+        logits = self.model.decode(h)                # P(x|h) from the decoder's f(h)
+        lik = self.model.likelihood                  # Bernoulli, or N(sigmoid(f(h)), sigma^2)
+        elbo = vae_loss(logits, x, mu, logvar, self.args.beta, lik.kind,
+                        lik.current_log_sigma())     # recon + beta * KL
         self.opt.zero_grad()
         elbo.loss.backward()
         self.opt.step()
@@ -69,23 +85,26 @@ class VAE(Experiment):
         add_architecture_arguments(parser, latent_dim=20)
         parser.add_argument("--beta", type=non_negative_float, default=1.0,
                             help="weight of the KL term (1: the VAE; > 1: a beta-VAE)")
+        add_likelihood_arguments(parser)
         add_iw_samples_argument(parser, default=100)
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
     def evaluate(self, epoch):
         with evaluating(self.model):
-            return evaluate_elbo(self.run, lambda x, y: self.model(x))
+            return evaluate_elbo(self.run, lambda x, y: self.model(x),
+                                 self.model.likelihood.nll)
 
     def final(self):
-        out, args = {}, self.args
-        with evaluating(self.model):
-            if args.iw_samples:
-                ll = evaluate_iw_log_likelihood(self.run, lambda x, y: self.model.encode(x),
-                                                lambda h, y: self.model.decode(h), args.iw_samples)
-                self.run.print(f"test log p(x) >= {ll:.2f} nats/image (importance-weighted, "
-                               f"K={args.iw_samples})")
-                out.update(test_iw_log_likelihood=ll, iw_samples=args.iw_samples)
+        args, model = self.args, self.model
+        with evaluating(model):
+            values = {"test_neg_elbo": self.evaluate(args.epochs)["test_loss"]}
+            if args.iw_samples:   # log p(x) >= this (importance-weighted, K samples)
+                values["test_iw_log_likelihood"] = evaluate_iw_log_likelihood(
+                    self.run, lambda x, y: model.encode(x), lambda h, y: model.decode(h),
+                    args.iw_samples, model.likelihood.nll)
+            out = likelihood_record(self.run, model.likelihood, args.binarize, **values)
+            out["iw_samples"] = args.iw_samples
             quality = sample_quality(self.run, args.metric_samples)
             if quality is not None:
                 samples = generate(self.decode_mean, quality.n, args.latent_dim,
@@ -100,7 +119,8 @@ class VAE(Experiment):
             return {"images": generate(self.decode_mean, n, self.args.latent_dim)}
 
     def decode_mean(self, h):
-        """The decoder's pixel probabilities sigmoid(f(h)) (what the figures draw)."""
+        """The decoder's mean sigmoid(f(h)): the Bernoulli's pixel probabilities or the
+        Gaussian's mean (what the figures draw)."""
         return self.model.decode(h).sigmoid()
 
     # ------------------------------------------------------------------------- figures

@@ -79,6 +79,66 @@ def test_bernoulli_nll_shape_error(backend_name):
         L.bernoulli_nll(mg.zeros(2, 784), mg.zeros(2, 1, 28, 28))
 
 
+def test_gaussian_nll_is_the_true_density_of_scipy(backend_name):
+    """-log N(x | mean, sigma^2 I) with the -D/2 log(2 pi sigma^2) constant: equal to
+    scipy's norm.logpdf summed over pixels, for one fixed sigma and for one sigma
+    per pixel broadcast over the batch; and the closed form with one sigma."""
+    rng = np.random.default_rng(41)
+    mean, x = rng.uniform(size=(2, 4, 1, 3, 3))
+    for sigma in (0.1, 1.0, 2.5):
+        want = -stats.norm.logpdf(x, mean, sigma).reshape(4, -1).sum(1)
+        got = L.gaussian_nll(_t(mean), _t(x), math.log(sigma)).numpy()
+        assert got.shape == (4,) and np.allclose(got, want, rtol=1e-12)
+        d = 9
+        closed = ((x - mean) ** 2).reshape(4, -1).sum(1) / (2 * sigma ** 2) + \
+            d / 2 * math.log(2 * math.pi * sigma ** 2)
+        assert np.allclose(got, closed, rtol=1e-12)
+    log_sigma = rng.normal(scale=0.5, size=(1, 3, 3))
+    want = -stats.norm.logpdf(x, mean, np.exp(log_sigma)).reshape(4, -1).sum(1)
+    got = L.gaussian_nll(_t(mean), _t(x), _t(log_sigma)).numpy()
+    assert np.allclose(got, want, rtol=1e-12)
+    # a narrow density on a good fit is a density above 1: a positive log-density
+    assert L.gaussian_nll(_t(x), _t(x), math.log(0.01)).numpy().max() < 0
+
+
+def test_gaussian_nll_gradcheck_and_errors(backend_name):
+    rng = np.random.default_rng(42)
+    mean = _t(rng.uniform(size=(3, 5)), requires_grad=True)
+    x = _t(rng.uniform(size=(3, 5)))
+    log_sigma = _t(rng.normal(scale=0.3, size=(5,)), requires_grad=True)
+    assert mg.gradcheck(lambda m, s: L.gaussian_nll(m, x, s), (mean, log_sigma))
+    assert mg.gradcheck(lambda m: L.gaussian_nll(m, x, -1.2), (mean,))
+    # through the sigmoid mean of reconstruction_nll, against the closed-form gradient
+    logits = _t(rng.normal(size=(3, 5)), requires_grad=True)
+    assert mg.gradcheck(lambda lg, s: L.reconstruction_nll(lg, x, "gaussian", s),
+                        (logits, log_sigma))
+    L.reconstruction_nll(logits, x, "gaussian", log_sigma).sum().backward()
+    p = 1 / (1 + np.exp(-logits.numpy()))
+    s2 = np.exp(2 * log_sigma.numpy())
+    assert np.allclose(logits.grad.numpy(), (p - x.numpy()) / s2 * p * (1 - p), rtol=1e-10)
+    assert np.allclose(log_sigma.grad.numpy(),
+                       (1 - (x.numpy() - p) ** 2 / s2).sum(0), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        L.gaussian_nll(mg.zeros(2, 3), mg.zeros(2, 4))
+    with pytest.raises(ValueError, match="log_sigma of shape"):
+        L.gaussian_nll(mg.zeros(2, 3), mg.zeros(2, 3), mg.zeros(4, 2, 3))
+    with pytest.raises(ValueError, match="'bernoulli' or 'gaussian'"):
+        L.reconstruction_nll(mg.zeros(2, 3), mg.zeros(2, 3), "poisson")
+
+
+def test_vae_loss_with_a_gaussian_decoder(backend_name):
+    rng = np.random.default_rng(43)
+    logits, x = rng.normal(size=(6, 10)), rng.uniform(size=(6, 10))
+    mu, logvar = rng.normal(size=(6, 3)), rng.normal(scale=0.5, size=(6, 3))
+    mean = 1 / (1 + np.exp(-logits))
+    recon = -stats.norm.logpdf(x, mean, 0.3).sum(1).mean()
+    kl = (0.5 * (np.exp(logvar) + mu ** 2 - 1 - logvar).sum(1)).mean()
+    out = L.vae_loss(_t(logits), _t(x), _t(mu), _t(logvar), beta=2.0, likelihood="gaussian",
+                     log_sigma=math.log(0.3))
+    assert np.isclose(out.recon.item(), recon, rtol=1e-12)
+    assert np.isclose(out.loss.item(), recon + 2.0 * kl, rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- ELBO
 def test_vae_loss_terms_and_beta(backend_name):
     rng = np.random.default_rng(5)

@@ -551,3 +551,40 @@ def test_cli_help_states_the_label_convention(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "Y=1 for a SAME-class pair" in out and "Hadsell" in out
     assert "--mining {random,semihard,hard}" in out and "--embedding-dim" in out
+
+
+def test_one_triplet_margin_default_for_the_loss_and_the_cli(capsys):
+    """FaceNet's alpha = 0.2 in triplet_loss, batch_triplet_loss and --alpha."""
+    import inspect
+    from models.cli import build_parser
+    assert L.TRIPLET_ALPHA == 0.2
+    for fn in (L.triplet_loss, L.batch_triplet_loss):
+        assert inspect.signature(fn).parameters["alpha"].default == L.TRIPLET_ALPHA
+    (alpha,) = [a for a in build_parser(S.Siamese)._actions if a.dest == "alpha"]
+    assert alpha.default == L.TRIPLET_ALPHA and "FaceNet" in alpha.help
+
+
+def test_normalize_puts_the_embeddings_on_the_unit_sphere(backend_name):
+    mg.manual_seed(0)
+    x = mg.rand(5, 1, 28, 28)
+    plain = S.SiameseNet(4, 2, 8)
+    unit = S.SiameseNet(4, 2, 8, normalize=True)
+    unit.load_state_dict(plain.state_dict())
+    e, u = plain(x).numpy(), unit(x).numpy()
+    assert np.allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(u, e / np.linalg.norm(e, axis=1, keepdims=True), atol=1e-6)
+    # the gradient goes through the normalisation (float64 gradcheck of F's last layer)
+    w = mg.from_numpy(np.random.default_rng(0).normal(size=(3, 4))).requires_grad_(True)
+    h = mg.from_numpy(np.random.default_rng(1).normal(size=(6, 3)))
+
+    def loss(w):
+        e = mg.functional.normalize(h @ w, dim=1)
+        return L.triplet_loss(e[0:2], e[2:4], e[4:6], alpha=4.5)     # > 4: every hinge active
+    assert loss(w).item() > 0 and mg.gradcheck(loss, (w,))
+
+
+def test_cli_triplet_with_normalized_embeddings(tmp_path):
+    assert _cli(tmp_path, "--loss", "triplet", "--normalize", "--embedding-dim", "4") == 0
+    final = _records(tmp_path)[-1]
+    assert 0.0 <= final["triplet_margin_frac"] <= final["triplet_order_frac"] <= 1.0
+    assert final["threshold"] <= 2.0 + 1e-6          # unit vectors are at most 2 apart
