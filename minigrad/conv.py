@@ -166,6 +166,22 @@ def rows_nhwc(xp, a):
     return xp.reshape(xp.permute_dims(a, (0, 2, 3, 1)), (n * h * w, c))
 
 
+class _ChannelsLast(Function):
+    """y = x (N, C, H, W), with its memory laid out channels-last (N, H, W, C). Both of
+    conv's backward GEMMs read gy as (N*H*W, C) rows: laid out once, each reads them
+    without a copy (free when gy is laid out so already)."""
+
+    uses_inputs = False   # backward reads shapes, masks or the output only
+
+    def forward(self, x):
+        xp = self.xp
+        n, c, h, w = x.shape
+        return xp.permute_dims(xp.reshape(rows_nhwc(xp, x), (n, h, w, c)), (0, 3, 1, 2))
+
+    def backward(self, gy):
+        return gy
+
+
 def _grouped(xp, a, groups):
     """(M, G*K) -> (G, M, K): the columns of each group as its own matrix."""
     m = a.shape[0]
@@ -279,6 +295,8 @@ class _Conv2d(Function):
     def backward(self, gy):
         x, w = self.inputs[:2]
         need = self.needs_input_grad
+        if need[0] and need[1]:
+            gy = _ChannelsLast.apply(gy)
         gx = _ConvTranspose2d.apply(gy, w, geom=self.geom, x_hw=x.shape[2:]) if need[0] else None
         gw = _Conv2dWeight.apply(x, gy, geom=self.geom, w_shape=w.shape,
                                  cols=self.cols) if need[1] else None
