@@ -196,13 +196,8 @@ def engines(args):
         if args.backend == "numpy" and BARE_CASE in args.cases:
             out["torch, bare script"] = ([sys.executable, "-c", BARE_TORCH, str(args.threads),
                                           str(args.repeats), CASES[BARE_CASE][0]], env)
-    if args.backend != "numpy" or args.no_dezero:
-        notes.append("DeZero: skipped (numpy backend only)" if not args.no_dezero
-                     else "DeZero: skipped (--no-dezero)")
-    elif importlib.util.find_spec("dezero") is None:
-        notes.append("DeZero: not installed (pip install dezero); its column is skipped")
-    else:
-        out["dezero"] = (base + ["--worker", "dezero"], env)
+    harness.add_dezero_engine(out, notes, base, env, args,
+                              skipped=None if args.backend == "numpy" else "numpy backend only")
     return out, notes
 
 
@@ -269,37 +264,15 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:9]))
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "strict"])
-    p.add_argument("--pairs", type=int, default=5,
-                   help="alternating rounds, one worker per engine each (default 5)")
-    p.add_argument("--repeats", type=int, default=7,
-                   help="timed steps per case in each worker (default 7)")
-    p.add_argument("--quick", action="store_true", help="2 rounds of 3 steps: a smoke run")
+    harness.add_arguments(p, WORKERS, repeats=7, quick_repeats=3,
+                          repeats_help="timed steps per case in each worker",
+                          kernel_example="conv.input_grad")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every engine (default: OPENBLAS/OMP_NUM_THREADS or all "
-                        "usable CPUs)")
     p.add_argument("--cases", type=int, nargs="+", default=list(range(len(CASES))),
                    help="indices into CASES (default: all)")
-    p.add_argument("--reference", action="store_true",
-                   help="add minigrad with its kernels off (MINIGRAD_KERNELS=off) as an engine")
-    p.add_argument("--without", action="append", metavar="KERNEL",
-                   help="add minigrad without this kernel (its function name or what it "
-                        "replaces, e.g. conv.input_grad) as an engine; repeatable")
     p.add_argument("--gemms", action="store_true", help="list each case's GEMMs and rates")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
-    p.add_argument("--env", action="append", metavar="VAR=VALUE",
-                   help="add minigrad with this environment setting as an engine, e.g. "
-                        "MINIGRAD_WORKSPACE=off; repeatable")
-    p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
-    p.add_argument("--out", default=None, help="also write the report to this file")
-    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    p.add_argument("--kernels-off", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.pairs, args.repeats = min(args.pairs, 2), min(args.repeats, 3)
-    if args.threads is None:
-        args.threads = harness.default_threads()
-    return args
+    return harness.parse_arguments(p, argv, quick_repeats=3)
 
 
 def main(argv=None):

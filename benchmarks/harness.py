@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import argparse
 import os
 import platform
 import subprocess
@@ -65,6 +66,54 @@ def minigrad_engines(base, env, args):
         out[f"minigrad, {setting}"] = (base + ["--worker", "minigrad"],
                                        worker_env(args.threads, {var: value}))
     return out
+
+
+def add_arguments(p, workers, repeats, quick_repeats, repeats_help, kernel_example):
+    """The flags every benchmark shares: rounds and steps, threads, the engine
+    variants of minigrad, DeZero, the report file, and the hidden worker flags."""
+    p.add_argument("--pairs", type=int, default=5,
+                   help="alternating rounds, one worker per engine each (default 5)")
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help=f"{repeats_help} (default {repeats})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"2 rounds of {quick_repeats} steps: a smoke run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for every engine (default: OPENBLAS/OMP_NUM_THREADS or all "
+                        "usable CPUs)")
+    p.add_argument("--reference", action="store_true",
+                   help="add minigrad with its kernels off (MINIGRAD_KERNELS=off) as an engine")
+    p.add_argument("--without", action="append", metavar="KERNEL",
+                   help="add minigrad without this kernel (its function name or what it "
+                        f"replaces, e.g. {kernel_example}) as an engine; repeatable")
+    p.add_argument("--env", action="append", metavar="VAR=VALUE",
+                   help="add minigrad with this environment setting as an engine, e.g. "
+                        "MINIGRAD_WORKSPACE=off; repeatable")
+    p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
+    p.add_argument("--out", default=None, help="also write the report to this file")
+    p.add_argument("--worker", choices=sorted(workers), help=argparse.SUPPRESS)
+    p.add_argument("--kernels-off", action="store_true", help=argparse.SUPPRESS)
+
+
+def parse_arguments(p, argv, quick_repeats):
+    """Parse, shorten a --quick run, and fill in the default thread count."""
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pairs, args.repeats = min(args.pairs, 2), min(args.repeats, quick_repeats)
+    if args.threads is None:
+        args.threads = default_threads()
+    return args
+
+
+def add_dezero_engine(engines, notes, base, env, args, skipped=None):
+    """DeZero's worker, or a note saying why its column is missing (``skipped``: a
+    reason this run cannot use it)."""
+    import importlib.util
+    if args.no_dezero or skipped:
+        notes.append(f"DeZero: skipped ({'--no-dezero' if args.no_dezero else skipped})")
+    elif importlib.util.find_spec("dezero") is None:
+        notes.append("DeZero: not installed (pip install dezero); its column is skipped")
+    else:
+        engines["dezero"] = (base + ["--worker", "dezero"], env)
 
 
 def run_worker(cmd, env, timeout=600):

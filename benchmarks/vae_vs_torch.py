@@ -195,12 +195,7 @@ def engines(args):
         if (args.latent_dim, args.hidden) == (20, 400):
             out["torch, bare script"] = ([sys.executable, "-c", BARE_TORCH, str(args.threads),
                                           str(args.repeats)], env)
-    if args.no_dezero:
-        notes.append("DeZero: skipped (--no-dezero)")
-    elif importlib.util.find_spec("dezero") is None:
-        notes.append("DeZero: not installed (pip install dezero); its column is skipped")
-    else:
-        out["dezero"] = (base + ["--worker", "dezero"], env)
+    harness.add_dezero_engine(out, notes, base, env, args)
     return out, notes
 
 
@@ -233,21 +228,11 @@ def report(args, results, notes):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pairs", type=int, default=5,
-                   help="alternating rounds, one worker per engine each (default 5)")
-    p.add_argument("--repeats", type=int, default=50, help="timed steps per worker (default 50)")
-    p.add_argument("--quick", action="store_true", help="2 rounds of 20 steps: a smoke run")
-    p.add_argument("--reference", action="store_true",
-                   help="add minigrad with its kernels off as an engine")
-    p.add_argument("--without", action="append", metavar="KERNEL",
-                   help="add minigrad without this kernel (e.g. Adam._update) as an engine")
-    p.add_argument("--env", action="append", metavar="VAR=VALUE",
-                   help="add minigrad with this environment setting as an engine, e.g. "
-                        "MINIGRAD_WORKSPACE=off; repeatable")
-    p.add_argument("--no-dezero", action="store_true", help="skip the DeZero column")
+    harness.add_arguments(p, WORKERS, repeats=50, quick_repeats=20,
+                          repeats_help="timed steps per worker",
+                          kernel_example="Adam._update")
     p.add_argument("--profile", action="store_true",
                    help="print a cProfile of minigrad's steps (in its worker, to stderr)")
-    p.add_argument("--out", default=None, help="also write the report to this file")
     p.add_argument("--agree", action="store_true",
                    help="train both engines side by side and compare their losses")
     p.add_argument("--epochs", type=int, default=10, help="--agree: epochs (default 10)")
@@ -258,18 +243,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="mnist-10k")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for every engine (default: OPENBLAS/OMP_NUM_THREADS or all "
-                        "usable CPUs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    p.add_argument("--kernels-off", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.pairs, args.repeats = min(args.pairs, 2), min(args.repeats, 20)
-    if args.threads is None:
-        args.threads = harness.default_threads()
-    return args
+    return harness.parse_arguments(p, argv, quick_repeats=20)
 
 
 def main(argv=None):

@@ -124,11 +124,16 @@ def draw_lines(run, filename, x, series, xlabel, ylabel, title, log_x=False):
     ax.set_xticks(list(x))
     ax.set_xticklabels([str(v) for v in x])
     ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    _label_and_save(run, fig, ax, filename, xlabel, ylabel, title, legend_size=LABEL_SIZE)
+
+
+def _label_and_save(run, fig, ax, filename, xlabel, ylabel, title, legend_size=LABEL_SIZE - 1):
+    """The one-panel plots' common end: axis labels, title, legend, then save."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=TITLE_SIZE)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=LABEL_SIZE)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     run.savefig(fig, filename)
 
@@ -146,12 +151,7 @@ def draw_bars(run, filename, categories, series, xlabel, ylabel, title, line=Non
         ax.axhline(line[0], color="black", ls="--", lw=1, label=line[1])
     ax.set_xticks(x)
     ax.set_xticklabels([str(c) for c in categories])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=TITLE_SIZE)
-    ax.legend(fontsize=LABEL_SIZE - 1)
-    fig.tight_layout()
-    run.savefig(fig, filename)
+    _label_and_save(run, fig, ax, filename, xlabel, ylabel, title)
 
 
 def draw_histograms(run, filename, groups, lines, xlabel, ylabel, title, bins=60):
@@ -165,12 +165,7 @@ def draw_histograms(run, filename, groups, lines, xlabel, ylabel, title, bins=60
         ax.hist(values, bins=edges, alpha=0.6, label=label)
     for x, label, colour, style in lines:
         ax.axvline(x, color=colour, ls=style, lw=1, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=TITLE_SIZE)
-    ax.legend(fontsize=LABEL_SIZE - 1)
-    fig.tight_layout()
-    run.savefig(fig, filename)
+    _label_and_save(run, fig, ax, filename, xlabel, ylabel, title)
 
 
 # ----------------------------------------------------------------------------- code planes
