@@ -128,6 +128,25 @@ def _bce(be, dtype, case, rng):
     return (node, mg.Tensor._make(array(be, shape, dtype, rng), be, False, None)), {}, False
 
 
+def _bce_with_logits(be, dtype, case, rng):
+    shape, (need_x, need_t) = case
+    x = mg.Tensor._make(array(be, shape, dtype, rng, -30, 30), be, need_x, None)
+    t = mg.Tensor._make(array(be, shape, dtype, rng, 0.0, 1.0), be, need_t, None)
+    node = F.BCEWithLogits.apply(x, t)._ctx
+    return (node, mg.Tensor._make(array(be, shape, dtype, rng), be, False, None)), {}, True
+
+
+# ----------------------------------------------------------------------------- activations
+def _sigmoid(be, dtype, case, rng):
+    """Both tails (float32's exp(-|x|) underflows past -88), 0, +-inf and nan."""
+    x = rng.uniform(-120, 120, case)
+    flat = x.reshape(-1)
+    flat[: min(5, flat.size)] = [0.0, -np.inf, np.inf, np.nan, -87.5][: min(5, flat.size)]
+    x = mg.Tensor._make(be.from_numpy(x, dtype), be, True, None)
+    node = mg.ops.Sigmoid.apply(x)._ctx
+    return (node, x.data), {}, True
+
+
 @st.composite
 def batch_norm_cases(draw):
     c = draw(st.integers(1, 4))
@@ -192,9 +211,17 @@ CASES = {   # kernel -> (hypothesis cases, builder(be, dtype, case, rng) -> (arg
     "CrossEntropy.backward": (class_cases(), _cross_entropy),
     "BinaryCrossEntropy.backward": (bce_cases(), _bce),
     "BatchNormTrain.backward": (batch_norm_cases(), _batch_norm),
+    "BCEWithLogits.backward": (bce_cases(), _bce_with_logits),
+    "Sigmoid.forward": (S.shapes(), _sigmoid),
     "SGD._update": (optimizer_cases(SGD_OPTIONS), _optimizer_case),
     "Adam._update": (optimizer_cases(ADAM_OPTIONS), _optimizer_case),
 }
+
+
+# kernels that apply only on backends with one of these capabilities
+ONLY_WITH = {"conv.im2col_nhwc": {"cpu_blas", "strided_views"},
+             "conv.weight_grad": {"cpu_blas", "strided_views"},
+             "Sigmoid.forward": {"ufunc_out"}}
 
 
 def test_every_kernel_has_cases():
@@ -249,8 +276,8 @@ def test_kernel_equals_its_reference(name, dtype, backend_name):
             got = ov.kernel(*args, **kwargs)
         _compare(got, expected, dtype, exact)
     check()
-    needs_cpu = name in ("conv.im2col_nhwc", "conv.weight_grad")
-    if needs_cpu and "cpu_blas" not in be.capabilities and "strided_views" not in be.capabilities:
+    claims = ONLY_WITH.get(name)
+    if claims is not None and not claims & be.capabilities:
         assert not applied        # a kernel that claims only some backends stays off here
     else:
         assert applied, f"{name} never applied to the drawn cases on {backend_name}"

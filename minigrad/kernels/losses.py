@@ -7,7 +7,7 @@ gradients directly on arrays, in fewer passes and, for batch norm, in place.
 """
 from __future__ import annotations
 
-from .. import functional as F
+from .. import functional as F, ops as _ops
 from ..tensor import Tensor, is_grad_enabled
 from . import override
 
@@ -43,6 +43,27 @@ def binary_cross_entropy_backward(self, gy):
         gx = _const(g * (x - t) / xp.maximum(x * (1.0 - x), 1e-12), be)
     if self.needs_input_grad[1]:
         gt = _const(g * (F.clamped_log(xp, 1.0 - x) - F.clamped_log(xp, x)), be)
+    return gx, gt
+
+
+def _not_recording_one_dtype(node, gy):
+    x, t = node.inputs
+    return not is_grad_enabled() and x.dtype == t.dtype == gy.dtype
+
+
+@override(F.BCEWithLogits, "backward", when=_not_recording_one_dtype)
+def binary_cross_entropy_with_logits_backward(self, gy):
+    """dx = gy (sigmoid(x) - t);  dt = -gy x, on arrays, sigmoid by its own kernel."""
+    x, t = self.inputs
+    g = gy.data
+    gx = gt = None
+    if self.needs_input_grad[0]:
+        p = _ops.sigmoid(x).data       # a fresh array: the arithmetic below is in place
+        p -= t.data
+        p *= g
+        gx = _const(p, self._backend)
+    if self.needs_input_grad[1]:
+        gt = _const(-(g * x.data), self._backend)
     return gx, gt
 
 

@@ -30,16 +30,21 @@ def _work_arrays(opt, p):
     return pair
 
 
-_IN_PLACE = {"multiply": operator.imul, "divide": operator.itruediv, "pow": operator.ipow}
+_IN_PLACE = {"multiply": operator.imul, "divide": operator.itruediv}
 
 
-def _fill(be, out, name, a, b):
-    """out = name(a, b) (``"multiply"``, ``"divide"`` or ``"pow"``) written into ``out``:
-    in one pass through ``out=`` where the backend's functions take it
+def _fill(be, out, name, a, b=None):
+    """out = name(a, b) (``"multiply"``, ``"divide"``) or name(a) (``"sqrt"``) written
+    into ``out``: in one pass through ``out=`` where the backend's functions take it
     (``"ufunc_out"``), else as a copy of ``a`` and the operation in place (the
     Array API has in-place operators but no ``out=``). Same arithmetic either way."""
     if "ufunc_out" in be.capabilities:
-        getattr(be.xp, name)(a, b, out=out)
+        if b is None:
+            getattr(be.xp, name)(a, out=out)
+        else:
+            getattr(be.xp, name)(a, b, out=out)
+    elif b is None:
+        out[...] = getattr(be.xp, name)(a)
     else:
         out[...] = a
         _IN_PLACE[name](out, b)
@@ -105,9 +110,10 @@ def adam_update_in_place(self, p, g, group, state):
         vmax = state["max_exp_avg_sq"]
         vmax[...] = p._backend.xp.maximum(vmax, v)
         v = vmax
-    # p -= m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t). m / s is a division,
-    # not s **= -1: NumPy has no fast path for a power of -1.
-    _fill(be, s, "pow", v, 0.5)
+    # p -= m / (sqrt(v) / sqrt(1 - b2^t) + eps) * lr / (1 - b1^t). sqrt, not a power
+    # of 0.5: the ufunc power(v, 0.5, out=) has no square-root fast path. m / s is a
+    # division, not s **= -1, for the same reason.
+    _fill(be, s, "sqrt", v)
     s *= 1.0 / math.sqrt(1.0 - b2 ** t)
     s += eps
     _fill(be, tmp, "divide", m, s)
