@@ -46,6 +46,37 @@ def binary_cross_entropy_backward(self, gy):
     return gx, gt
 
 
+def _float32_in_place(node, x, t):
+    return ("ufunc_out" in node._backend.capabilities and x.ndim > 0
+            and str(x.dtype) == "float32" and t.dtype == x.dtype)
+
+
+@override(F.BCEWithLogits, "forward", when=_float32_in_place)
+def binary_cross_entropy_with_logits_forward(self, x, t):
+    """max(x, 0) - x t + log1p(e), e = exp(-|x|), with log1p(e) as log(u) e / (u - 1),
+    u = 1 + e (and e where u rounds to 1): accurate to a few units of rounding, and
+    NumPy's float32 log is vectorised where its log1p is not (in float64 log1p is
+    the faster, so this is for float32 only)."""
+    xp = self.xp
+    e = xp.abs(x)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)                 # e = exp(-|x|), in (0, 1]
+    u = e + 1.0
+    d = u - 1.0
+    rounds_to_one = u == 1.0
+    d += rounds_to_one               # no 0 / 0 where u == 1; those get e below
+    xp.log(u, out=u)
+    u *= e
+    u /= d
+    e *= rounds_to_one
+    u += e                           # u = log1p(exp(-|x|))
+    y = xp.maximum(x, 0.0)
+    xp.multiply(x, t, out=d)
+    y -= d
+    y += u
+    return y
+
+
 def _not_recording_one_dtype(node, gy):
     x, t = node.inputs
     return not is_grad_enabled() and x.dtype == t.dtype == gy.dtype
