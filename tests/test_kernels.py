@@ -32,6 +32,8 @@ def assert_close(a, b, dtype, exact=False):
     assert a.shape == b.shape
     if exact:
         np.testing.assert_array_equal(a, b)
+        zeros = b == 0
+        np.testing.assert_array_equal(np.signbit(a[zeros]), np.signbit(b[zeros]))  # -0 is not +0
     else:
         scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
         np.testing.assert_allclose(a, b, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
@@ -158,6 +160,23 @@ def _sigmoid(be, dtype, case, rng):
     return (node, x.data), {}, True
 
 
+def _relu_input(be, dtype, case, rng):
+    x = rng.uniform(-2, 2, case)
+    x.reshape(-1)[: min(4, x.size)] = [0.0, -0.0, np.nan, -np.inf][: min(4, x.size)]
+    return mg.Tensor._make(be.from_numpy(x, dtype), be, True, None)
+
+
+def _relu_forward(be, dtype, case, rng):
+    x = _relu_input(be, dtype, case, rng)
+    return (mg.ops.ReLU.apply(x)._ctx, x.data), {}, True
+
+
+def _relu_backward(be, dtype, case, rng):
+    x = _relu_input(be, dtype, case, rng)
+    gy = mg.Tensor._make(array(be, case, dtype, rng), be, False, None)
+    return (mg.ops.ReLU.apply(x)._ctx, gy), {}, False     # gy < 0 masked: -0, not +0
+
+
 @st.composite
 def batch_norm_cases(draw):
     c = draw(st.integers(1, 4))
@@ -225,6 +244,8 @@ CASES = {   # kernel -> (hypothesis cases, builder(be, dtype, case, rng) -> (arg
     "BCEWithLogits.backward": (bce_cases(), _bce_with_logits),
     "BCEWithLogits.forward": (bce_cases(), _bce_with_logits_forward),
     "Sigmoid.forward": (S.shapes(), _sigmoid),
+    "ReLU.forward": (S.shapes(), _relu_forward),
+    "ReLU.backward": (S.shapes(), _relu_backward),
     "SGD._update": (optimizer_cases(SGD_OPTIONS), _optimizer_case),
     "Adam._update": (optimizer_cases(ADAM_OPTIONS), _optimizer_case),
 }
