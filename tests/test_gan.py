@@ -184,7 +184,7 @@ def _finite(records, keys):
 def _gan_args(**kw):
     a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
              lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
-             ema=0.0)
+             ema=0.0, lr_d=None, minibatch_std=False, d_batchnorm=False)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -232,6 +232,59 @@ def test_the_generator_step_draws_fresh_noise(loss):
     assert not np.allclose(calls[2][0], calls[3][0])
     exp.train_step(x, None)               # D step 3: a D step only
     assert len(calls) == 5 and len(judged) == 2
+
+
+def test_lr_d_sets_only_the_discriminators_learning_rate():
+    from models.gan import GAN
+    exp = GAN(_gan_args(lr=2e-4, lr_d=8e-4), run=None)
+    assert exp.opt_g.param_groups[0]["lr"] == 2e-4 and exp.opt_d.param_groups[0]["lr"] == 8e-4
+    same = GAN(_gan_args(lr=2e-4), run=None)
+    assert same.opt_d.param_groups[0]["lr"] == 2e-4
+
+
+def test_minibatch_std_channel_is_the_batchs_mean_spread(backend_name):
+    """ProGAN's feature: D's second conv sees one more channel, constant over the batch
+    and the map, holding mean_{c,i,j} std_batch(h[:, c, i, j]) of the first features h;
+    so D's logit for one image depends on the rest of its batch (without it, it does not)."""
+    from models.blocks import Discriminator
+    rng = np.random.default_rng(7)
+    x = _t(rng.uniform(-1, 1, size=(5, 1, 28, 28)), "float32")
+    mg.manual_seed(0)
+    d = Discriminator(4, minibatch_std=True)
+    assert d.body[2].weight.shape == (8, 5, 4, 4)                # 4 channels + the spread
+    h = d.body[:2](x).numpy().astype(np.float64)
+    sd = np.sqrt(h.var(axis=0, ddof=1) + 1e-8).mean()
+    seen = []
+    second = d.body[2].forward
+    d.body[2].forward = lambda t: seen.append(t.numpy()) or second(t)
+    out = d(x).numpy()
+    np.testing.assert_allclose(seen[0][:, :4], h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(seen[0][:, 4], np.full((5, 14, 14), sd), rtol=1e-5)
+    others = _t(np.concatenate([x.numpy()[:1], rng.uniform(-1, 1, size=(4, 1, 28, 28))]),
+                "float32")
+    assert abs(d(others).numpy()[0, 0] - out[0, 0]) > 1e-6      # same image, other batch
+    plain = Discriminator(4)
+    assert plain(others).numpy()[0, 0] == pytest.approx(plain(x).numpy()[0, 0], rel=1e-6)
+
+
+def test_minibatch_std_discriminator_gradients():
+    from models.blocks import Discriminator
+    rng = np.random.default_rng(8)
+    with mg.backend("numpy"):
+        mg.manual_seed(0)
+        d = Discriminator(2, minibatch_std=True).double()
+        x = _t(rng.uniform(-1, 1, size=(3, 1, 28, 28)), requires_grad=True)
+        # through the spread (var, sqrt, cat) to every image of the batch
+        assert mg.gradcheck(lambda x: (d(x) ** 2).sum(), (x,))
+
+
+def test_discriminator_batchnorm_is_dcgans_and_not_for_the_gradient_penalty():
+    from minigrad import nn
+    from models.gan import GAN
+    kinds = [type(m) for m in GAN(_gan_args(d_batchnorm=True), run=None).discriminator.body]
+    assert kinds == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
+    with pytest.raises(ValueError, match="gradient penalty"):
+        GAN(_gan_args(d_batchnorm=True, loss="wgan-gp"), run=None)
 
 
 def test_generator_and_discriminator_update_only_their_own_parameters(backend_name):
