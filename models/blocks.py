@@ -250,34 +250,23 @@ def sigma_value(text):
 # ----------------------------------------------------------------------------- the discriminator
 class Discriminator(nn.Module):
     """x (B, 1, 28, 28) -> conv 4x4/2 -> LeakyReLU(0.2) -> (w, 14, 14) -> conv 4x4/2
-    -> LeakyReLU -> (2w, 7, 7) = ``features(x)`` -> Linear -> one logit (B, 1).
+    [-> BatchNorm] -> LeakyReLU -> (2w, 7, 7) = ``features(x)`` -> Linear -> one logit
+    (B, 1). ``batchnorm``: as in DCGAN's D, after the second conv only; off by default,
+    and for a gradient penalty, which is per example (BatchNorm couples a batch)."""
 
-    ``batchnorm``: DCGAN's BatchNorm after the second conv (DCGAN's D has none after
-    its first). Off for a gradient penalty, which is per example (BN couples a batch).
-    ``minibatch_std`` (ProGAN, Karras et al. 2018): before the second conv, one more
-    channel holding the batch's mean standard deviation of the first conv's features,
-    sd = mean over (c, i, j) of std over the batch of h[:, c, i, j], so that D sees
-    how varied a batch is and can reject a generator that draws few kinds of digit."""
-
-    def __init__(self, width=32, minibatch_std=False, batchnorm=False):
+    def __init__(self, width=32, batchnorm=False):
         super().__init__()
-        self.minibatch_std = minibatch_std
         self.body = nn.Sequential(
             nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width + int(minibatch_std), 2 * width, 4, stride=2, padding=1),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
             *([nn.BatchNorm2d(2 * width)] if batchnorm else []), nn.LeakyReLU(0.2))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
 
     def features(self, x):
-        if not self.minibatch_std:
-            return self.body(x)
-        h = self.body[:2](x)
-        sd = (h.var(axis=0) + 1e-8).sqrt().mean()                # one number per batch
-        h = mg.cat([h, sd.expand(h.shape[0], 1, *h.shape[2:])], axis=1)
-        return self.body[2:](h)
+        return self.body(x)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.body(x))
 
 
 # ----------------------------------------------------------------------------- GAN training aids

@@ -31,16 +31,16 @@ Architecture (--width w; DCGAN's MNIST setting is w = 64):
     G: z (--z-dim) -> Linear -> BN -> ReLU -> (2w, 7, 7) -> ConvT 4x4/2 -> BN -> ReLU
        -> (w, 14, 14) -> ConvT 4x4/2 -> (1, 28, 28) -> tanh        (images scaled to [-1, 1])
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
-       linear layer to one logit; --d-batchnorm: DCGAN's BatchNorm after the second
-       conv; --minibatch-std: ProGAN's channel of the batch's spread before it (both
-       bce only: they couple a batch, and the gradient penalty is per example)
+       linear layer to one logit; no BatchNorm by default (--d-batchnorm: DCGAN's after
+       the second conv, for bce only: the gradient penalty is per example)
 Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
 higher learning rate than DCGAN's 2e-4, because a short run needs the faster
 start (--lr-d gives D its own, for two time-scales). The weights start from
-DCGAN's N(0, 0.02) (--init pytorch: the layers' defaults), and the samples come from an exponential moving average of G's
-weights (--ema, the decay; 0 samples G itself), which smooths out the last steps'
-oscillation of an adversarial game; each epoch's record scores G itself too
-(g_fid, ...). --label-smoothing s sets D's target for real images to 1 - s.
+DCGAN's N(0, 0.02) (--init pytorch: the layers' defaults), and the samples come
+from an exponential moving average of G's weights (--ema, the decay; 0 samples G
+itself), which smooths out the last steps' oscillation of an adversarial game;
+each epoch's record scores G itself too (g_fid, ...). --label-smoothing s sets
+D's target for real images to 1 - s.
 
 Sample quality per epoch and at the end (models/metrics.py, on the shipped
 scorer): the classifier-FID, inception score and rarest class's share of
@@ -55,8 +55,7 @@ import numpy as np  # host-side: the figures' fixed noise (arrays from Tensor.nu
 import minigrad as mg
 from minigrad import nn, optim
 from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
-from models.cli import (Experiment, non_negative_float, number, positive_float, positive_int,
-                        run_cli)
+from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
 from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
 from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, wgan_critic_loss,
@@ -97,12 +96,8 @@ class GAN(Experiment):
     def __init__(self, args, run):
         super().__init__(args, run)
         self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
-        if args.loss == "wgan-gp" and (args.d_batchnorm or args.minibatch_std):
-            raise ValueError("--d-batchnorm and --minibatch-std couple the examples of a "
-                             "batch, and the gradient penalty is per example: use them with "
-                             "--loss bce")
         self.generator = Generator(args.z_dim, args.width)
-        self.discriminator = Discriminator(args.width, args.minibatch_std, args.d_batchnorm)
+        self.discriminator = Discriminator(args.width, discriminator_batchnorm(args))
         if args.init == "dcgan":
             self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
@@ -111,8 +106,7 @@ class GAN(Experiment):
         lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
                                                             self.adam[args.loss]))
         self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=(b1, b2))
-        self.opt_d = optim.Adam(self.discriminator.parameters(),
-                                lr=lr if args.lr_d is None else args.lr_d, betas=(b1, b2))
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=(b1, b2))
         # D steps so far; G's last loss (logged until it steps again); [epoch, 12 samples]s
         self.steps, self.last_g, self.progress = 0, {}, []
         self.quality = sample_quality(run, args.metric_samples)
@@ -163,14 +157,12 @@ class GAN(Experiment):
         parser.add_argument("--width", type=positive_int, default=32,
                             help="channels of D's first conv and of G's last hidden layer "
                                  "(DCGAN's MNIST setting: 64)")
-        parser.add_argument("--lr-d", type=positive_float, default=None,
+        parser.add_argument("--lr-d", type=number(float, above=0), default=None,
                             help="D's learning rate, when it should differ from G's --lr "
                                  "(two time-scales, Heusel et al. 2017)")
-        parser.add_argument("--minibatch-std", action="store_true",
-                            help="D sees the batch's spread of its first features as one more "
-                                 "channel (ProGAN), against a G that draws few kinds of digit")
         parser.add_argument("--d-batchnorm", action="store_true",
-                            help="BatchNorm after D's second conv, as DCGAN's D (bce)")
+                            help="BatchNorm after D's second conv, as in DCGAN's D (bce only: "
+                                 "it couples the examples of a batch)")
         parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=None,
                             help="Adam's beta1 for both networks (default: DCGAN's 0.5 for bce; "
                                  "0 for wgan-gp, Algorithm 1's)")
@@ -257,6 +249,15 @@ class GAN(Experiment):
         draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("gan_", name)])
         draw_curves(run, f"{name}_curves.png", history, panels,
                     title=f"{name} ({self.args.loss}) training curves")
+
+
+def discriminator_batchnorm(args):
+    """--d-batchnorm, refused with wgan-gp: BatchNorm couples the examples of a batch,
+    and the gradient penalty is per example."""
+    if args.d_batchnorm and args.loss == "wgan-gp":
+        raise ValueError("--d-batchnorm couples the examples of a batch, and the gradient "
+                         "penalty is per example: use it with --loss bce")
+    return args.d_batchnorm
 
 
 if __name__ == "__main__":

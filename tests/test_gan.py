@@ -184,7 +184,7 @@ def _finite(records, keys):
 def _gan_args(**kw):
     a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
              lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
-             ema=0.0, lr_d=None, minibatch_std=False, d_batchnorm=False)
+             ema=0.0, lr_d=None, d_batchnorm=False)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -242,48 +242,21 @@ def test_lr_d_sets_only_the_discriminators_learning_rate():
     assert same.opt_d.param_groups[0]["lr"] == 2e-4
 
 
-def test_minibatch_std_channel_is_the_batchs_mean_spread(backend_name):
-    """ProGAN's feature: D's second conv sees one more channel, constant over the batch
-    and the map, holding mean_{c,i,j} std_batch(h[:, c, i, j]) of the first features h;
-    so D's logit for one image depends on the rest of its batch (without it, it does not)."""
-    from models.blocks import Discriminator
-    rng = np.random.default_rng(7)
-    x = _t(rng.uniform(-1, 1, size=(5, 1, 28, 28)), "float32")
-    mg.manual_seed(0)
-    d = Discriminator(4, minibatch_std=True)
-    assert d.body[2].weight.shape == (8, 5, 4, 4)                # 4 channels + the spread
-    h = d.body[:2](x).numpy().astype(np.float64)
-    sd = np.sqrt(h.var(axis=0, ddof=1) + 1e-8).mean()
-    seen = []
-    second = d.body[2].forward
-    d.body[2].forward = lambda t: seen.append(t.numpy()) or second(t)
-    out = d(x).numpy()
-    np.testing.assert_allclose(seen[0][:, :4], h, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(seen[0][:, 4], np.full((5, 14, 14), sd), rtol=1e-5)
-    others = _t(np.concatenate([x.numpy()[:1], rng.uniform(-1, 1, size=(4, 1, 28, 28))]),
-                "float32")
-    assert abs(d(others).numpy()[0, 0] - out[0, 0]) > 1e-6      # same image, other batch
-    plain = Discriminator(4)
-    assert plain(others).numpy()[0, 0] == pytest.approx(plain(x).numpy()[0, 0], rel=1e-6)
-
-
-def test_minibatch_std_discriminator_gradients():
-    from models.blocks import Discriminator
-    rng = np.random.default_rng(8)
-    with mg.backend("numpy"):
-        mg.manual_seed(0)
-        d = Discriminator(2, minibatch_std=True).double()
-        x = _t(rng.uniform(-1, 1, size=(3, 1, 28, 28)), requires_grad=True)
-        # through the spread (var, sqrt, cat) to every image of the batch
-        assert mg.gradcheck(lambda x: (d(x) ** 2).sum(), (x,))
-
-
-def test_discriminator_batchnorm_is_dcgans_and_not_for_the_gradient_penalty():
+def test_discriminator_batchnorm_is_dcgans_and_never_with_the_gradient_penalty():
+    """--d-batchnorm: DCGAN's D, BatchNorm after the second conv and none after the
+    first; without it D has none, and with the gradient penalty (per example) asking
+    for it is a usage error."""
     from minigrad import nn
     from models.gan import GAN
-    kinds = [type(m) for m in GAN(_gan_args(d_batchnorm=True), run=None).discriminator.body]
-    assert kinds == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
-    with pytest.raises(ValueError, match="gradient penalty"):
+
+    def kinds(**kw):
+        return [type(m) for m in GAN(_gan_args(**kw), run=None).discriminator.body]
+
+    assert kinds(d_batchnorm=True) == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d,
+                                       nn.LeakyReLU]
+    assert kinds() == kinds(loss="wgan-gp") == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d,
+                                                nn.LeakyReLU]
+    with pytest.raises(ValueError, match="per example"):
         GAN(_gan_args(d_batchnorm=True, loss="wgan-gp"), run=None)
 
 
@@ -361,7 +334,8 @@ def test_wgan_gp_trains_without_nans(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [["--loss", "hinge"], ["--width", "0"], ["--n-critic", "0"],
-                                 ["--metric-samples", "1"], ["--epochs", "-1"]])
+                                 ["--metric-samples", "1"], ["--epochs", "-1"], ["--lr-d", "0"],
+                                 ["--loss", "wgan-gp", "--d-batchnorm"]])
 def test_gan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.gan import GAN
     assert run_cli(GAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
