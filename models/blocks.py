@@ -250,14 +250,16 @@ def sigma_value(text):
 # ----------------------------------------------------------------------------- the discriminator
 class Discriminator(nn.Module):
     """x (B, 1, 28, 28) -> conv 4x4/2 -> LeakyReLU(0.2) -> (w, 14, 14) -> conv 4x4/2
-    -> LeakyReLU -> (2w, 7, 7) = ``features(x)`` -> Linear -> one logit (B, 1).
-    No BatchNorm: a gradient penalty is per example, and BN couples a batch."""
+    [-> BatchNorm] -> LeakyReLU -> (2w, 7, 7) = ``features(x)`` -> Linear -> one logit
+    (B, 1). ``batchnorm``: as in DCGAN's D, after the second conv only; off by default,
+    and for a gradient penalty, which is per example (BatchNorm couples a batch)."""
 
-    def __init__(self, width=32):
+    def __init__(self, width=32, batchnorm=False):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            *([nn.BatchNorm2d(2 * width)] if batchnorm else []), nn.LeakyReLU(0.2))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
 
     def features(self, x):

@@ -31,14 +31,16 @@ Architecture (--width w; DCGAN's MNIST setting is w = 64):
     G: z (--z-dim) -> Linear -> BN -> ReLU -> (2w, 7, 7) -> ConvT 4x4/2 -> BN -> ReLU
        -> (w, 14, 14) -> ConvT 4x4/2 -> (1, 28, 28) -> tanh        (images scaled to [-1, 1])
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
-       linear layer to one logit; no BatchNorm (the gradient penalty is per example)
+       linear layer to one logit; no BatchNorm by default (--d-batchnorm: DCGAN's after
+       the second conv, for bce only: the gradient penalty is per example)
 Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
 higher learning rate than DCGAN's 2e-4, because a short run needs the faster
-start. The weights start from DCGAN's N(0, 0.02) (--init pytorch: the layers'
-defaults), and the samples come from an exponential moving average of G's
-weights (--ema, the decay; 0 samples G itself), which smooths out the last steps'
-oscillation of an adversarial game; each epoch's record scores G itself too
-(g_fid, ...). --label-smoothing s sets D's target for real images to 1 - s.
+start (--lr-d gives D its own, for two time-scales). The weights start from
+DCGAN's N(0, 0.02) (--init pytorch: the layers' defaults), and the samples come
+from an exponential moving average of G's weights (--ema, the decay; 0 samples G
+itself), which smooths out the last steps' oscillation of an adversarial game;
+each epoch's record scores G itself too (g_fid, ...). --label-smoothing s sets
+D's target for real images to 1 - s.
 
 Sample quality per epoch and at the end (models/metrics.py, on the shipped
 scorer): the classifier-FID, inception score and rarest class's share of
@@ -95,7 +97,7 @@ class GAN(Experiment):
         super().__init__(args, run)
         self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
         self.generator = Generator(args.z_dim, args.width)
-        self.discriminator = Discriminator(args.width)
+        self.discriminator = Discriminator(args.width, discriminator_batchnorm(args))
         if args.init == "dcgan":
             self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
@@ -104,7 +106,7 @@ class GAN(Experiment):
         lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
                                                             self.adam[args.loss]))
         self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=(b1, b2))
-        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=lr, betas=(b1, b2))
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=(b1, b2))
         # D steps so far; G's last loss (logged until it steps again); [epoch, 12 samples]s
         self.steps, self.last_g, self.progress = 0, {}, []
         self.quality = sample_quality(run, args.metric_samples)
@@ -155,6 +157,12 @@ class GAN(Experiment):
         parser.add_argument("--width", type=positive_int, default=32,
                             help="channels of D's first conv and of G's last hidden layer "
                                  "(DCGAN's MNIST setting: 64)")
+        parser.add_argument("--lr-d", type=number(float, above=0), default=None,
+                            help="D's learning rate, when it should differ from G's --lr "
+                                 "(two time-scales, Heusel et al. 2017)")
+        parser.add_argument("--d-batchnorm", action="store_true",
+                            help="BatchNorm after D's second conv, as in DCGAN's D (bce only: "
+                                 "it couples the examples of a batch)")
         parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=None,
                             help="Adam's beta1 for both networks (default: DCGAN's 0.5 for bce; "
                                  "0 for wgan-gp, Algorithm 1's)")
@@ -241,6 +249,15 @@ class GAN(Experiment):
         draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("gan_", name)])
         draw_curves(run, f"{name}_curves.png", history, panels,
                     title=f"{name} ({self.args.loss}) training curves")
+
+
+def discriminator_batchnorm(args):
+    """--d-batchnorm, refused with wgan-gp: BatchNorm couples the examples of a batch,
+    and the gradient penalty is per example."""
+    if args.d_batchnorm and args.loss == "wgan-gp":
+        raise ValueError("--d-batchnorm couples the examples of a batch, and the gradient "
+                         "penalty is per example: use it with --loss bce")
+    return args.d_batchnorm
 
 
 if __name__ == "__main__":

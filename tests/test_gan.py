@@ -184,7 +184,7 @@ def _finite(records, keys):
 def _gan_args(**kw):
     a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
              lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
-             ema=0.0)
+             ema=0.0, lr_d=None, d_batchnorm=False)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -232,6 +232,32 @@ def test_the_generator_step_draws_fresh_noise(loss):
     assert not np.allclose(calls[2][0], calls[3][0])
     exp.train_step(x, None)               # D step 3: a D step only
     assert len(calls) == 5 and len(judged) == 2
+
+
+def test_lr_d_sets_only_the_discriminators_learning_rate():
+    from models.gan import GAN
+    exp = GAN(_gan_args(lr=2e-4, lr_d=8e-4), run=None)
+    assert exp.opt_g.param_groups[0]["lr"] == 2e-4 and exp.opt_d.param_groups[0]["lr"] == 8e-4
+    same = GAN(_gan_args(lr=2e-4), run=None)
+    assert same.opt_d.param_groups[0]["lr"] == 2e-4
+
+
+def test_discriminator_batchnorm_is_dcgans_and_never_with_the_gradient_penalty():
+    """--d-batchnorm: DCGAN's D, BatchNorm after the second conv and none after the
+    first; without it D has none, and with the gradient penalty (per example) asking
+    for it is a usage error."""
+    from minigrad import nn
+    from models.gan import GAN
+
+    def kinds(**kw):
+        return [type(m) for m in GAN(_gan_args(**kw), run=None).discriminator.body]
+
+    assert kinds(d_batchnorm=True) == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d,
+                                       nn.LeakyReLU]
+    assert kinds() == kinds(loss="wgan-gp") == [nn.Conv2d, nn.LeakyReLU, nn.Conv2d,
+                                                nn.LeakyReLU]
+    with pytest.raises(ValueError, match="per example"):
+        GAN(_gan_args(d_batchnorm=True, loss="wgan-gp"), run=None)
 
 
 def test_generator_and_discriminator_update_only_their_own_parameters(backend_name):
@@ -308,7 +334,8 @@ def test_wgan_gp_trains_without_nans(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [["--loss", "hinge"], ["--width", "0"], ["--n-critic", "0"],
-                                 ["--metric-samples", "1"], ["--epochs", "-1"]])
+                                 ["--metric-samples", "1"], ["--epochs", "-1"], ["--lr-d", "0"],
+                                 ["--loss", "wgan-gp", "--d-batchnorm"]])
 def test_gan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.gan import GAN
     assert run_cli(GAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
