@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["Override", "override", "registered", "is_enabled", "set_enabled", "disabled"]
+__all__ = ["Override", "override", "registered", "is_enabled", "set_enabled", "disabled",
+           "writes_in_place"]
 
 _OVERRIDES: list["Override"] = []
 _enabled = [os.environ.get("MINIGRAD_KERNELS", "on").strip().lower() not in ("off", "0", "no",
@@ -80,6 +81,13 @@ def override(owner, name, when):
             ov.install()
         return kernel
     return register
+
+
+def writes_in_place(be, a) -> bool:
+    """Whether a kernel may write ``be``'s functions' results into arrays with ``out=``
+    (the ``"ufunc_out"`` capability) for an array like ``a``: not for a 0-d one, whose
+    results NumPy gives as scalars, which take no ``out=``."""
+    return "ufunc_out" in be.capabilities and a.ndim > 0
 
 
 def registered() -> list[Override]:

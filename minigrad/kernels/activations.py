@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from .. import ops
 from ..tensor import Tensor, is_grad_enabled
-from . import override
+from . import override, writes_in_place
 
 
 def _in_place_backend(self, x):
-    # NumPy gives a 0-d array's results as scalars, which take no ``out=``
-    return "ufunc_out" in self._backend.capabilities and x.ndim > 0
+    return writes_in_place(self._backend, x)
 
 
 @override(ops.Sigmoid, "forward", when=_in_place_backend)

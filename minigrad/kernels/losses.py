@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import functional as F, ops as _ops
 from ..tensor import Tensor, is_grad_enabled
-from . import override
+from . import override, writes_in_place
 
 
 def _not_recording(node, gy):
@@ -47,8 +47,8 @@ def binary_cross_entropy_backward(self, gy):
 
 
 def _float32_in_place(node, x, t):
-    return ("ufunc_out" in node._backend.capabilities and x.ndim > 0
-            and str(x.dtype) == "float32" and t.dtype == x.dtype)
+    return (writes_in_place(node._backend, x) and x.dtype == node._backend.dtype("float32")
+            and t.dtype == x.dtype)
 
 
 @override(F.BCEWithLogits, "forward", when=_float32_in_place)
