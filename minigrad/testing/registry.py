@@ -508,7 +508,7 @@ def _norm_cases(draw):
     shape = draw(S.shapes())
     p = draw(st.sampled_from([2, "fro", 1, 3, float("inf"), float("-inf")]))
     axis = draw(S.axes(len(shape)))
-    domain = "distinct" if p in (float("inf"), float("-inf")) else "nonzero"
+    domain = "distinct_magnitudes" if p in (float("inf"), float("-inf")) else "nonzero"
     return [draw(S.args(shape, domain))], {"p": p, "dim": axis, "keepdim": draw(st.booleans())}
 
 

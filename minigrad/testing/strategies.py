@@ -129,12 +129,27 @@ def distinct_values(draw, shape, spacing=0.1):
     return np.reshape(values, shape)
 
 
+@st.composite
+def distinct_magnitudes(draw, shape, spacing=0.1):
+    """An array of ``shape`` with random signs whose magnitudes are at least
+    ``spacing`` and pairwise at least ``spacing`` apart (max and min of |x| have a
+    derivative: no ties, and no entry near abs's kink at 0)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    perm = np.asarray(draw(st.permutations(range(n))), dtype=np.float64)
+    shift = draw(_interval(0.0, 1.0))
+    signs = np.where(draw(st.lists(st.booleans(), min_size=n, max_size=n)), 1.0, -1.0)
+    return np.reshape(signs * ((perm + 1) * spacing * 3 + shift), shape)
+
+
 def arrays(shape, domain="real"):
     """float64 arrays of ``shape`` with values from a named domain (see ``DOMAINS``),
-    or with pairwise distinct values for ``domain="distinct"``."""
+    pairwise distinct values for ``domain="distinct"``, or distinct magnitudes away
+    from 0 for ``domain="distinct_magnitudes"``."""
     shape = tuple(shape)
     if domain == "distinct":
         return distinct_values(shape)
+    if domain == "distinct_magnitudes":
+        return distinct_magnitudes(shape)
     return hnp.arrays(np.float64, shape, elements=DOMAINS[domain])
 
 
