@@ -149,6 +149,34 @@ def _bce_with_logits_forward(be, dtype, case, rng):
     return (node, xt.data, t.data), {}, False
 
 
+# ----------------------------------------------------------------------------- linear
+@st.composite
+def linear_cases(draw):
+    """x (..., in) with 0-2 leading axes, a bias or none, any subset of gradients."""
+    lead = tuple(draw(st.lists(st.integers(1, 4), max_size=2)))
+    n_in, n_out = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    bias = draw(st.booleans())
+    need = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()).filter(
+        lambda n: n[0] or n[1] or (bias and n[2])))      # some input needs a gradient
+    return lead, n_in, n_out, bias, need, draw(st.booleans())
+
+
+def _linear(be, dtype, case, rng):
+    """The reference and the kernel get the same node; x non-contiguous when drawn so."""
+    lead, n_in, n_out, bias, need, strided = case
+    if strided:        # every other column of a wider array: a non-contiguous input
+        x = array(be, lead + (2 * n_in,), dtype, rng)[..., ::2]
+    else:
+        x = array(be, lead + (n_in,), dtype, rng)
+    inputs = [mg.Tensor._make(x, be, need[0], None),
+              mg.Tensor._make(array(be, (n_out, n_in), dtype, rng), be, need[1], None)]
+    if bias:
+        inputs.append(mg.Tensor._make(array(be, (n_out,), dtype, rng), be, need[2], None))
+    node = F.Linear.apply(*inputs)._ctx
+    gy = mg.Tensor._make(array(be, lead + (n_out,), dtype, rng), be, False, None)
+    return (node, gy), {}, True
+
+
 # ----------------------------------------------------------------------------- activations
 def _sigmoid(be, dtype, case, rng):
     """Both tails (float32's exp(-|x|) underflows past -88), 0, +-inf and nan."""
@@ -175,6 +203,41 @@ def _relu_backward(be, dtype, case, rng):
     x = _relu_input(be, dtype, case, rng)
     gy = mg.Tensor._make(array(be, case, dtype, rng), be, False, None)
     return (mg.ops.ReLU.apply(x)._ctx, gy), {}, False     # gy < 0 masked: -0, not +0
+
+
+SLOPES = st.sampled_from([0.0, 0.01, 0.2, 1.0, 1.5, -0.1])     # the last two: the reference
+
+
+@st.composite
+def leaky_relu_cases(draw):
+    return draw(S.shapes()), draw(SLOPES)
+
+
+def _leaky_input(be, dtype, shape, slope, rng):
+    """ReLU's inputs; with slope 0, -inf becomes -3 (0 * inf warns in the reference too)."""
+    x = _relu_input(be, dtype, shape, rng)
+    if slope == 0.0:
+        h = be.to_numpy(x.data).copy()
+        h[np.isinf(h)] = -3.0
+        x = mg.Tensor._make(be.from_numpy(h, dtype), be, True, None)
+    return x
+
+
+def _leaky_relu_forward(be, dtype, case, rng):
+    shape, slope = case
+    x = _leaky_input(be, dtype, shape, slope, rng)
+    return (mg.ops.LeakyReLU.apply(x, negative_slope=slope)._ctx, x.data), \
+        {"negative_slope": slope}, True
+
+
+def _leaky_relu_backward(be, dtype, case, rng):
+    """gy with an inf and a nan too: the kernel's factor holds exactly 1 and a."""
+    shape, slope = case
+    x = _leaky_input(be, dtype, shape, slope, rng)
+    g = rng.uniform(-2, 2, shape)
+    g.reshape(-1)[-min(2, g.size):] = [np.inf if slope else 5.0, np.nan][-min(2, g.size):]
+    gy = mg.Tensor._make(be.from_numpy(g, dtype), be, False, None)
+    return (mg.ops.LeakyReLU.apply(x, negative_slope=slope)._ctx, gy), {}, True
 
 
 @st.composite
@@ -243,9 +306,12 @@ CASES = {   # kernel -> (hypothesis cases, builder(be, dtype, case, rng) -> (arg
     "BatchNormTrain.backward": (batch_norm_cases(), _batch_norm),
     "BCEWithLogits.backward": (bce_cases(), _bce_with_logits),
     "BCEWithLogits.forward": (bce_cases(), _bce_with_logits_forward),
+    "Linear.backward": (linear_cases(), _linear),
     "Sigmoid.forward": (S.shapes(), _sigmoid),
     "ReLU.forward": (S.shapes(), _relu_forward),
     "ReLU.backward": (S.shapes(), _relu_backward),
+    "LeakyReLU.forward": (leaky_relu_cases(), _leaky_relu_forward),
+    "LeakyReLU.backward": (leaky_relu_cases(), _leaky_relu_backward),
     "SGD._update": (optimizer_cases(SGD_OPTIONS), _optimizer_case),
     "Adam._update": (optimizer_cases(ADAM_OPTIONS), _optimizer_case),
 }
@@ -254,7 +320,8 @@ CASES = {   # kernel -> (hypothesis cases, builder(be, dtype, case, rng) -> (arg
 # kernels that apply only on backends with one of these capabilities
 ONLY_WITH = {"conv.im2col_nhwc": {"cpu_blas", "strided_views"},
              "conv.weight_grad": {"cpu_blas", "strided_views"},
-             "Sigmoid.forward": {"ufunc_out"}, "BCEWithLogits.forward": {"ufunc_out"}}
+             "Sigmoid.forward": {"ufunc_out"}, "BCEWithLogits.forward": {"ufunc_out"},
+             "LeakyReLU.forward": {"ufunc_out"}}
 
 
 FLOAT32_ONLY = {"BCEWithLogits.forward"}
@@ -423,3 +490,16 @@ def test_two_convs_of_one_shape_in_one_graph_keep_their_own_columns(monkeypatch)
     for a, b in zip(fast, slow):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     workspace.clear()
+
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 1.0])
+def test_leaky_relu_backward_kernel_applies_to_the_usual_slopes(slope, dtype):
+    """Its factor 1 - a + a must be exactly 1 for the slopes models use (else the
+    reference runs, which is right but slow)."""
+    be = mg.get_backend("numpy")
+    x = mg.Tensor._make(be.from_numpy(np.linspace(-1, 1, 6), dtype), be, True, None)
+    node = mg.ops.LeakyReLU.apply(x, negative_slope=slope)._ctx
+    with mg.no_grad():
+        assert OVERRIDES["LeakyReLU.backward"].when(node, mg.ones_like(x))

@@ -128,4 +128,4 @@ def _switch(mode):
 
 
 # Registration: importing these modules adds their overrides.
-from . import activations, conv, losses, optim  # noqa: E402,F401
+from . import activations, conv, linear, losses, optim  # noqa: E402,F401

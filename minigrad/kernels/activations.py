@@ -13,6 +13,12 @@ where no graph of the backward is recorded and gy is finite, gy [x > 0] is
 gy * mask, but for the sign of a zero: a negative gy masked gives -0 (an inf or
 nan of gy where the mask is false would make a nan that ``where`` drops: then
 the reference runs).
+
+LeakyReLU's reference is where(x > 0, x, a x), and gy or a gy by the same mask.
+For a slope 0 <= a <= 1, max(x, a x) is the same number everywhere (signed
+zeros, infinities and nan included), and where no graph of the backward is
+recorded, gy f with f = 1 on the mask and a off it gives gy or a gy exactly,
+since f holds exactly those two numbers (checked for the slope and dtype).
 """
 from __future__ import annotations
 
@@ -63,3 +69,47 @@ def relu_backward(self, gy):
     """dx = gy * [x > 0] on arrays (for a finite gy, what ``where`` gives)."""
     g = gy.data
     return Tensor._make(g * self.xp.astype(self.mask, g.dtype), self._backend, False, None)
+
+
+def _slope_in_unit_interval(self, x, negative_slope=0.01):
+    return writes_in_place(self._backend, x) and 0.0 <= negative_slope <= 1.0
+
+
+@override(ops.LeakyReLU, "forward", when=_slope_in_unit_interval)
+def leaky_relu_forward(self, x, negative_slope=0.01):
+    """y = max(x, a x), built in the array of a x."""
+    self.mask = x > 0
+    self.slope = negative_slope
+    y = x * negative_slope
+    self.xp.maximum(x, y, out=y)
+    return y
+
+
+_EXACT_FACTORS: dict = {}    # (slope, dtype) -> whether 1 - a + a is 1 in that dtype
+
+
+def _factor(xp, mask, slope, dtype):
+    """1 where ``mask``, ``slope`` elsewhere: [mask] (1 - a) + a, in three passes."""
+    f = xp.astype(mask, dtype)
+    f *= 1.0 - slope
+    f += slope
+    return f
+
+
+def _not_recording_exact_factor(self, gy):
+    if is_grad_enabled() or gy.ndim == 0:
+        return False
+    key = (self.slope, str(gy.data.dtype))
+    if key not in _EXACT_FACTORS:
+        xp = self.xp
+        one = _factor(xp, xp.ones((1,), dtype=xp.bool), self.slope, gy.data.dtype)
+        _EXACT_FACTORS[key] = bool(self._backend.to_numpy(one == 1.0)[0])
+    return _EXACT_FACTORS[key]
+
+
+@override(ops.LeakyReLU, "backward", when=_not_recording_exact_factor)
+def leaky_relu_backward(self, gy):
+    """dx = gy f, f = 1 on x > 0 and a elsewhere, on arrays."""
+    f = _factor(self.xp, self.mask, self.slope, gy.data.dtype)
+    f *= gy.data
+    return Tensor._make(f, self._backend, False, None)
