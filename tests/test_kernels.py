@@ -503,3 +503,17 @@ def test_leaky_relu_backward_kernel_applies_to_the_usual_slopes(slope, dtype):
     node = mg.ops.LeakyReLU.apply(x, negative_slope=slope)._ctx
     with mg.no_grad():
         assert OVERRIDES["LeakyReLU.backward"].when(node, mg.ones_like(x))
+
+
+def test_glibc_keeps_freed_memory_unless_the_workspace_is_off(monkeypatch):
+    """keep_freed_memory() sets glibc's thresholds once (mallopt accepts them: it
+    returns 0 for a value it refuses), and does nothing with MINIGRAD_WORKSPACE=off."""
+    import platform
+
+    from minigrad.kernels import workspace
+    monkeypatch.setattr(workspace, "_kept", [False])
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert workspace.keep_freed_memory() is (glibc and workspace._enabled)
+    monkeypatch.setattr(workspace, "_kept", [False])
+    monkeypatch.setattr(workspace, "_enabled", False)
+    assert workspace.keep_freed_memory() is False

@@ -128,4 +128,7 @@ def _switch(mode):
 
 
 # Registration: importing these modules adds their overrides.
-from . import activations, conv, linear, losses, optim  # noqa: E402,F401
+from . import activations, conv, linear, losses, optim, workspace  # noqa: E402,F401
+
+if _enabled[0]:     # the allocator's side of buffer reuse: see workspace.py
+    workspace.keep_freed_memory()

@@ -9,13 +9,25 @@ returns an array of a previous step that nothing references any more.
 "Nothing references it" is read from the reference count: the pool holds one
 reference, so an array (or any view of it: a view holds its base) still used by a
 graph, a saved tensor or the caller has more, and is never handed out twice.
-``MINIGRAD_WORKSPACE=off`` in the environment turns the pool off (every call
-allocates), for measuring it or to keep a process's memory at what it uses now.
+The same holds for every other array of a step, which the pool does not see:
+glibc serves blocks above its mmap threshold (128 KiB, rising to the largest
+block freed so far) with fresh pages, and gives the top of its heap back to the
+OS once more than twice that is free, so the next step faults the pages in
+again. ``keep_freed_memory()``, called once when the kernels are imported on,
+fixes the threshold at its largest (32 MiB) and stops the trimming: freed arrays
+stay in the process for the next step to reuse (the process keeps its peak
+memory until it exits). Not on other C libraries: there it does nothing.
+
+``MINIGRAD_WORKSPACE=off`` in the environment turns both off (every call
+allocates; glibc's defaults), for measuring them or to keep a process's memory at
+what it uses now.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
 import sys
 
 _enabled = os.environ.get("MINIGRAD_WORKSPACE", "on").strip().lower() not in (
@@ -45,3 +57,25 @@ def empty(be, shape, dtype):
 def clear():
     """Drop every kept array (the memory goes back to the allocator)."""
     _pool.clear()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt's parameters (malloc.h)
+MMAP_THRESHOLD_MAX = 32 << 20                    # glibc's largest on 64-bit systems
+_kept = [False]
+
+
+def keep_freed_memory():
+    """Have glibc keep freed memory for reuse instead of handing it back to the OS
+    (see the module docstring). Returns whether it took effect; once per process."""
+    if _kept[0]:
+        return True
+    if not _enabled or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    _kept[0] = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and \
+        bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    return _kept[0]
