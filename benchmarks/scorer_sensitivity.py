@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import minigrad as mg  # noqa: E402
 from minigrad.data import load_dataset  # noqa: E402
 from models.evaluation import SCORER_PATH, load_classifier  # noqa: E402
-from models.metrics import (class_histogram, classifier_outputs, frechet_distance_from_stats,  # noqa: E402
-                            gaussian_fit)
+from models.metrics import (class_histogram, classifier_outputs,  # noqa: E402
+                            frechet_distance_from_stats, gaussian_fit)
 
 N = 1000
 
