@@ -88,7 +88,7 @@ class GAN(Experiment):
     -E[log D(G(z))] (from logits); --loss wgan-gp: Wasserstein loss, gradient penalty."""
 
     name = "gan"
-    defaults = dict(epochs=16, batch_size=64, lr=None)
+    defaults = dict(epochs=16, batch_size=32, lr=None)
     adam = {"bce": (5e-4, 0.5, 0.999), "wgan-gp": (1e-4, 0.0, 0.9)}    # lr, betas by --loss
     lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
