@@ -492,7 +492,6 @@ def test_two_convs_of_one_shape_in_one_graph_keep_their_own_columns(monkeypatch)
     workspace.clear()
 
 
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 1.0])
 def test_leaky_relu_backward_kernel_applies_to_the_usual_slopes(slope, dtype):

@@ -26,8 +26,10 @@ from __future__ import annotations
 import functools
 import os
 
+from ..tensor import is_grad_enabled
+
 __all__ = ["Override", "override", "registered", "is_enabled", "set_enabled", "disabled",
-           "writes_in_place"]
+           "writes_in_place", "not_recording"]
 
 _OVERRIDES: list["Override"] = []
 _enabled = [os.environ.get("MINIGRAD_KERNELS", "on").strip().lower() not in ("off", "0", "no",
@@ -88,6 +90,12 @@ def writes_in_place(be, a) -> bool:
     (the ``"ufunc_out"`` capability) for an array like ``a``: not for a 0-d one, whose
     results NumPy gives as scalars, which take no ``out=``."""
     return "ufunc_out" in be.capabilities and a.ndim > 0
+
+
+def not_recording(node, gy) -> bool:
+    """``when`` of a backward kernel on arrays: no graph of the backward is recorded
+    (``create_graph=True`` needs the reference, which is written in Tensor ops)."""
+    return not is_grad_enabled()
 
 
 def registered() -> list[Override]:

@@ -10,15 +10,11 @@ the reference's bit for bit; what goes is the per-node work around them.
 from __future__ import annotations
 
 from .. import functional as F
-from ..tensor import Tensor, is_grad_enabled
-from . import override
+from ..tensor import Tensor
+from . import not_recording, override
 
 
-def _not_recording(node, gy):
-    return not is_grad_enabled()
-
-
-@override(F.Linear, "backward", when=_not_recording)
+@override(F.Linear, "backward", when=not_recording)
 def linear_backward(self, gy):
     """dx = gy @ W;  dW = gy^T x (leading axes flattened);  db = gy summed over them."""
     xp, be = self.xp, self._backend

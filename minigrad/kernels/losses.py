@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from .. import functional as F, ops as _ops
 from ..tensor import Tensor, is_grad_enabled
-from . import override, writes_in_place
-
-
-def _not_recording(node, gy):
-    return not is_grad_enabled()
+from . import not_recording, override, writes_in_place
 
 
 def _const(array, be):
     return Tensor._make(array, be, False, None)
 
 
-@override(F.CrossEntropy, "backward", when=_not_recording)
+@override(F.CrossEntropy, "backward", when=not_recording)
 def cross_entropy_backward(self, gy):
     """dx = gy (softmax(x) sum_c M - M), softmax computed on the arrays."""
     xp = self.xp
@@ -32,7 +28,7 @@ def cross_entropy_backward(self, gy):
     return _const(g, self._backend)
 
 
-@override(F.BinaryCrossEntropy, "backward", when=_not_recording)
+@override(F.BinaryCrossEntropy, "backward", when=not_recording)
 def binary_cross_entropy_backward(self, gy):
     """dx = gy (x - t) / max(x (1 - x), 1e-12);  dt = gy (log(1 - x) - log(x)), on arrays."""
     xp, be = self.xp, self._backend
@@ -98,7 +94,7 @@ def binary_cross_entropy_with_logits_backward(self, gy):
     return gx, gt
 
 
-@override(F.BatchNormTrain, "backward", when=_not_recording)
+@override(F.BatchNormTrain, "backward", when=not_recording)
 def batch_norm_backward(self, gy):
     """dx = (g - mean(g) - xhat mean(g xhat)) rstd with g = gy gamma, from the batch
     statistics forward kept, in place in one work array."""
