@@ -28,33 +28,51 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "figures"
 
-# (job, the command's flags, its default folder, {figure in the run: name in docs/figures})
+# (job, the command's flags, its default folder, {figure in the run: name in docs/figures}),
+# in the README's order: every row of its model tables, so that one run of this file
+# remakes them all (a job with no figures is a table row only)
 JOBS = [
-    ("classifier", ["classifier"], "runs/classifier",
-     {"classifier_accuracy.png": "classifier_accuracy.png"}),
     ("vae", ["vae"], "runs/vae",
      {f: f for f in ("vae_samples.png", "vae_reconstructions.png", "vae_interpolation.png",
                      "vae_loss.png")}),
-    ("vae-latent-dim2", ["vae", "--latent-dim", "2"], "runs/vae-latent-dim2",
-     {"vae_manifold.png": "vae_manifold.png"}),
-    ("autoencoder", ["autoencoder"], "runs/autoencoder",
-     {f: f for f in ("autoencoder_manifold.png", "autoencoder_reconstructions.png")}),
+    ("vae-binarize", ["vae", "--binarize"], "runs/vae-binarize", {}),
+    ("vae-likelihood-gaussian", ["vae", "--likelihood", "gaussian"],
+     "runs/vae-gaussian", {}),
+    ("vae-likelihood-gaussian-sigma-learned",
+     ["vae", "--likelihood", "gaussian", "--sigma", "learned"],
+     "runs/vae-gaussian-sigmalearned", {}),
     ("cvae", ["cvae"], "runs/cvae",
      {f: f for f in ("cvae_samples.png", "cvae_style_transfer.png")}),
     ("cvae-latent-dim20", ["cvae", "--latent-dim", "20"], "runs/cvae-latent-dim20",
      {"cvae_style_transfer.png": "cvae_style_transfer_latent20.png"}),
+    ("autoencoder", ["autoencoder"], "runs/autoencoder",
+     {f: f for f in ("autoencoder_manifold.png", "autoencoder_reconstructions.png")}),
+    ("autoencoder-loss-squared-norm", ["autoencoder", "--loss", "squared-norm"],
+     "runs/autoencoder-squared-norm", {}),
+    ("vae-latent-dim2", ["vae", "--latent-dim", "2"], "runs/vae-latent-dim2",
+     {"vae_manifold.png": "vae_manifold.png"}),
     ("siamese", ["siamese"], "runs/siamese",
      {f: f for f in ("siamese_embedding.png", "siamese_retrieval.png", "siamese_distances.png",
                      "siamese_loss.png")}),
+    ("siamese-triplet", ["siamese", "--loss", "triplet"], "runs/siamese-triplet", {}),
+    ("siamese-embedding-dim64", ["siamese", "--embedding-dim", "64"],
+     "runs/siamese-embedding-dim64", {}),
     ("siamese-triplet-embedding-dim64",
      ["siamese", "--loss", "triplet", "--embedding-dim", "64"], "runs/siamese-triplet-embedding-dim64",
      {"siamese_embedding.png": "siamese_embedding_dim64.png"}),
+    ("siamese-triplet-embedding-dim64-normalize",
+     ["siamese", "--loss", "triplet", "--embedding-dim", "64", "--normalize"],
+     "runs/siamese-triplet-embedding-dim64-normalize", {}),
     ("gan", ["gan"], "runs/gan",
      {f: f for f in ("gan_samples.png", "gan_samples_progress.png", "gan_curves.png",
                      "gan_class_histogram.png")}),
     ("vaegan", ["vaegan"], "runs/vaegan",
      {f: f for f in ("vaegan_samples.png", "vaegan_class_histogram.png")}),
     ("transfer", ["transfer"], "runs/transfer", {"transfer_accuracy.png": "transfer_accuracy.png"}),
+    ("transfer-pretrained-autoencoder", ["transfer", "--pretrained", "autoencoder"],
+     "runs/transfer-autoencoder", {}),
+    ("classifier", ["classifier"], "runs/classifier",
+     {"classifier_accuracy.png": "classifier_accuracy.png"}),
 ]
 
 

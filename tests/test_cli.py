@@ -203,6 +203,19 @@ def test_default_folder_names_what_differs_from_the_defaults(tmp_path, monkeypat
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
+def test_the_figure_jobs_read_the_folders_their_commands_write():
+    # benchmarks/figures.py copies figures and metrics from each job's folder: a
+    # folder that is not the command's default would read a stale run, or none
+    from benchmarks.figures import JOBS
+    from models.cli import _folder_name, build_parser
+    for job, flags, folder, _ in JOBS:
+        module = importlib.import_module(f"models.{flags[0]}")
+        exp_cls = next(v for v in vars(module).values() if isinstance(v, type)
+                       and issubclass(v, Experiment) and v.__module__ == module.__name__)
+        parser = build_parser(exp_cls)
+        assert _folder_name(parser, parser.parse_args(flags[1:]), exp_cls.name) == folder, job
+
+
 def test_help_shows_every_default(capsys):
     assert run_cli(Tiny, ["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
