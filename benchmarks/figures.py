@@ -1,8 +1,8 @@
 """Regenerate every figure in docs/figures/ from the code as it is: ``python -m benchmarks.figures``.
 
-Runs each model command that the README shows, with its default flags (each in its
-own process, into its default folder runs/<name>...), then copies the figures the
-README and the guide show into docs/figures/. The generative models' sample
+Runs every command of the README's model tables, in the README's order (each in
+its own process, into its default folder runs/<name>...), then copies the figures
+the README and the guide show into docs/figures/. The generative models' sample
 scores use the scorer shipped in models/scorer/, which no run here retrains
 (``python -m models.classifier --train-scorer`` does, on purpose). A figure in
 docs/figures/ is therefore never older than the code that drew it: rerun this
@@ -12,7 +12,7 @@ after changing a model or models/figures.py.
     python -m benchmarks.figures --only vae gan   # the jobs whose name starts so
     python -m benchmarks.figures --list           # the commands, without running them
 
-It prints each command's wall time and final metrics, for the README's tables.
+It prints each command's wall time and final metrics: the README's tables come from them.
 """
 from __future__ import annotations
 
