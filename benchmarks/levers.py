@@ -1,0 +1,191 @@
+"""Issue 18's sample-quality levers that were measured and not kept, so that the
+README's lever rows can be run again:
+
+    python -m benchmarks.levers gan --spectral-norm            # the GAN's flags, and these
+    python -m benchmarks.levers vaegan --decoder-batchnorm --dcgan-init
+
+Each lever is a subclass of the shipped experiment (models/gan.py's GAN,
+models/vaegan.py's VAEGAN) with the lever's flags added; with none of them given
+the run is the shipped default, number for number. Runs write runs/gan-<flags>/ and
+runs/vaegan-<flags>/ as the models do.
+
+GAN levers:
+    --lr-schedule linear   both learning rates fall linearly to 0 over the run's steps
+    --g-width W            G's width apart from D's (--width)
+    --spectral-norm        D's conv and linear weights divided by their largest singular
+                           value, from one power iteration a training step (Miyato et
+                           al. 2018; torch.nn.utils.spectral_norm)
+    --d-dropout P          dropout after each of D's LeakyReLUs
+    --extra-emas D1,D2     more moving averages of G with these decays, scored each epoch
+                           (ema<D>_fid) beside the --ema one
+VAE-GAN levers:
+    --decoder-batchnorm    the GAN generator's BatchNorm after Dec's linear layer and
+                           first transposed conv (and no bias before them)
+    --dcgan-init           DCGAN's N(0, 0.02) for Enc, Dec and Dis
+    --lr-dis LR            Dis's learning rate apart from --lr
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import minigrad as mg
+from minigrad import nn, optim
+from models import gan, vaegan
+from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
+from models.cli import number, positive_int, run_cli
+
+
+# ----------------------------------------------------------------------------- spectral norm
+def unit(v):
+    return v / ((v * v).sum() ** 0.5 + 1e-12)
+
+
+class SpectralNorm(nn.Module):
+    """``layer`` (Conv2d or Linear) with its weight W divided by sigma(W), the largest
+    singular value of W as an (out, in * k * k) matrix. sigma comes from power
+    iteration: each training forward moves the buffer u one step (v = W^T u, u = W v,
+    both normalised, with no graph), then sigma = u^T W v is differentiated through W
+    only, as torch.nn.utils.spectral_norm does."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("u", unit(mg.randn(layer.weight.shape[0])))
+
+    def sigma(self, weight):
+        w = weight.reshape(weight.shape[0], -1)
+        with mg.no_grad():
+            if self.training:
+                self.u = unit(w @ unit(self.u @ w))
+            v = unit(self.u @ w)
+        return (self.u * (w @ v)).sum()
+
+    def forward(self, x):
+        layer = self.layer
+        w = layer.weight / self.sigma(layer.weight)
+        if isinstance(layer, nn.Linear):
+            return mg.functional.linear(x, w, layer.bias)
+        return mg.functional.conv2d(x, w, layer.bias, layer.stride, layer.padding,
+                                    layer.dilation, layer.groups)
+
+
+def spectral_norm_layers(seq):
+    """``seq`` with each Conv2d and Linear wrapped in SpectralNorm."""
+    return nn.Sequential(*[SpectralNorm(m) if isinstance(m, (nn.Conv2d, nn.Linear)) else m
+                           for m in seq])
+
+
+# ----------------------------------------------------------------------------- the GAN's
+class GANLevers(gan.GAN):
+    def __init__(self, args, run):
+        d_width, args.width = args.width, args.g_width or args.width
+        super().__init__(args, run)             # G (and its averages) at --g-width
+        args.width = d_width
+        if args.g_width or args.spectral_norm or args.d_dropout:
+            d = Discriminator(d_width, gan.discriminator_batchnorm(args))
+            if args.init == "dcgan":
+                d.apply(dcgan_init)
+            if args.d_dropout:
+                d.body = nn.Sequential(*[m for layer in d.body for m in (
+                    (layer, nn.Dropout(args.d_dropout)) if isinstance(layer, nn.LeakyReLU)
+                    else (layer,))])
+            if args.spectral_norm:
+                d.body, d.head = spectral_norm_layers(d.body), spectral_norm_layers(d.head)
+            group = self.opt_d.param_groups[0]
+            self.discriminator = d
+            self.opt_d = optim.Adam(d.parameters(), lr=group["lr"], betas=group["betas"])
+        self.initial_lrs = [(o, o.param_groups[0]["lr"]) for o in (self.opt_g, self.opt_d)]
+        self.total_steps = args.epochs * math.ceil(len(run.data.train_x) / args.batch_size)
+        self.extra_emas = {decay: averaged_copy(self.generator, gan.Generator, args.z_dim,
+                                                args.g_width or args.width)
+                           for decay in args.extra_emas}
+
+    def train_step(self, x, y):
+        if self.args.lr_schedule == "linear":
+            for opt, lr in self.initial_lrs:
+                opt.param_groups[0]["lr"] = lr * max(0.0, 1.0 - self.steps / self.total_steps)
+        out = super().train_step(x, y)
+        for decay, average in self.extra_emas.items():   # the --ema schedule, per D step
+            ema_update(average, self.generator, min(decay, (1 + self.steps) / (10 + self.steps)))
+        return out
+
+    def evaluate(self, epoch):
+        out = super().evaluate(epoch)
+        if self.quality is not None:
+            for decay, average in self.extra_emas.items():
+                q = self.quality(self.samples(self.quality.n, generator=average))
+                out[f"ema{decay:g}_fid"] = q["fid"]
+                out[f"ema{decay:g}_rarest_class_share"] = q["rarest_class_share"]
+        return out
+
+    @staticmethod
+    def add_arguments(parser):
+        gan.GAN.add_arguments(parser)
+        parser.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant",
+                            help="linear: both learning rates fall to 0 over the run")
+        parser.add_argument("--g-width", type=positive_int, default=None,
+                            help="G's width, apart from D's --width")
+        parser.add_argument("--spectral-norm", action="store_true",
+                            help="spectral normalisation of D's weights")
+        parser.add_argument("--d-dropout", type=number(float, minimum=0, below=1), default=0.0,
+                            help="dropout after D's LeakyReLUs")
+        parser.add_argument("--extra-emas", type=decays, default=(),
+                            help="comma-separated decays of more moving averages of G")
+
+
+def decays(text):
+    return tuple(number(float, minimum=0, below=1)(t) for t in text.split(","))
+
+
+# ----------------------------------------------------------------------------- the VAE-GAN's
+def batchnorm_decoder(latent_dim, width):
+    """models/blocks.py's conv_decoder with the GAN generator's BatchNorm layers."""
+    c = 2 * width
+    return nn.Sequential(nn.Linear(latent_dim, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7),
+                         nn.ReLU(), nn.Unflatten(1, (c, 7, 7)),
+                         nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1))
+
+
+class VAEGANLevers(vaegan.VAEGAN):
+    def __init__(self, args, run):
+        super().__init__(args, run)
+        m = self.vaegan
+        if args.decoder_batchnorm:
+            m.decoder = batchnorm_decoder(args.latent_dim, args.width)
+        if args.dcgan_init:
+            m.apply(dcgan_init), self.discriminator.apply(dcgan_init)
+        if args.decoder_batchnorm or args.dcgan_init or args.lr_dis:
+            betas = (0.5, 0.999)
+            self.opt_enc = optim.Adam(m.encoder.parameters(), lr=args.lr, betas=betas)
+            self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=betas)
+            self.opt_dis = optim.Adam(self.discriminator.parameters(),
+                                      lr=args.lr_dis or args.lr, betas=betas)
+
+    @staticmethod
+    def add_arguments(parser):
+        vaegan.VAEGAN.add_arguments(parser)
+        parser.add_argument("--decoder-batchnorm", action="store_true",
+                            help="BatchNorm in Dec, as in the GAN's generator")
+        parser.add_argument("--dcgan-init", action="store_true",
+                            help="DCGAN's N(0, 0.02) initialisation of every network")
+        parser.add_argument("--lr-dis", type=number(float, above=0), default=None,
+                            help="Dis's learning rate, apart from --lr")
+
+
+EXPERIMENTS = {"gan": GANLevers, "vaegan": VAEGANLevers}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in EXPERIMENTS:
+        print(f"usage: python -m benchmarks.levers {{{','.join(EXPERIMENTS)}}} [flags]",
+              file=sys.stderr)
+        return 2
+    return run_cli(EXPERIMENTS[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
