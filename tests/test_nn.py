@@ -202,6 +202,27 @@ def test_sequential_container(backend_name):
     assert len(list(ml.parameters())) == 4 and len(ml) == 2
 
 
+def test_replacing_a_child_or_parameter_keeps_its_place(backend_name):
+    """As in PyTorch (a dict assignment): seq[0] = layer replaces layer 0 where it is,
+    so forward still runs it first, and state_dict keeps its order."""
+    seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    first = nn.Linear(3, 4)
+    seq[0] = first
+    assert list(seq._modules) == ["0", "1", "2"] and seq[0] is first
+    x = mg.randn(5, 3)
+    np.testing.assert_allclose(seq(x).numpy(), seq[2](seq[1](first(x))).numpy())
+    seq.add_module("1", nn.ReLU())
+    assert list(seq._modules) == ["0", "1", "2"] and isinstance(seq[1], nn.ReLU)
+    d = nn.ModuleDict({"a": nn.ReLU(), "b": nn.Tanh()})
+    d["a"] = nn.Sigmoid()
+    assert list(d) == ["a", "b"]
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(mg.zeros(2, 2))
+    lin.register_parameter("bias", nn.Parameter(mg.ones(2)))
+    assert list(lin.state_dict()) == ["weight", "bias"]
+    np.testing.assert_array_equal(lin(mg.randn(1, 2)).numpy(), [[1.0, 1.0]])
+
+
 # ----------------------------------------------------------------------------- moving
 def test_to_backend_and_dtype_keeps_parameter_objects(backend_name):
     net = Net()

@@ -126,11 +126,15 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() was called "
                                  f"(call super().__init__() first in {type(self).__name__})")
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
+        # a name keeps its place when its registry already holds it (as a dict does):
+        # seq[0] = layer must not move layer 0 to the end of the forward pass
         if isinstance(value, Parameter):
-            self._forget(name)
+            if name not in params:
+                self._forget(name)
             params[name] = value
         elif isinstance(value, Module):
-            self._forget(name)
+            if name not in modules:
+                self._forget(name)
             modules[name] = value
         elif name in params:
             if value is not None:
@@ -178,7 +182,8 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be an nn.Parameter or None, "
                             f"got {type(param).__name__}")
-        self._forget(name)
+        if name not in self._parameters:
+            self._forget(name)
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
@@ -198,7 +203,8 @@ class Module:
                             f"got {type(module).__name__}")
         if not isinstance(name, str) or "." in name or name == "":
             raise ValueError(f"add_module: invalid module name {name!r}")
-        self._forget(name)
+        if name not in self._modules:
+            self._forget(name)
         self._modules[name] = module
 
     register_module = add_module
