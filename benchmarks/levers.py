@@ -16,6 +16,9 @@ GAN levers:
                            value, from one power iteration a training step (Miyato et
                            al. 2018; torch.nn.utils.spectral_norm)
     --d-dropout P          dropout after each of D's LeakyReLUs
+    --pack K               PacGAN (Lin et al. 2018): D judges K images stacked as channels,
+                           real with real and fake with fake, which penalises a G whose
+                           samples lack variety
     --extra-emas D1,D2     more moving averages of G with these decays, scored each epoch
                            (ema<D>_fid) beside the --ema one
 VAE-GAN levers:
@@ -82,8 +85,10 @@ class GANLevers(gan.GAN):
         d_width, args.width = args.width, args.g_width or args.width
         super().__init__(args, run)             # G (and its averages) at --g-width
         args.width = d_width
-        if args.g_width or args.spectral_norm or args.d_dropout:
+        if args.g_width or args.spectral_norm or args.d_dropout or args.pack > 1:
             d = Discriminator(d_width, gan.discriminator_batchnorm(args))
+            if args.pack > 1:           # D's first conv sees --pack images as channels
+                d.body[0] = nn.Conv2d(args.pack, d_width, 4, stride=2, padding=1)
             if args.init == "dcgan":
                 d.apply(dcgan_init)
             if args.d_dropout:
@@ -100,6 +105,21 @@ class GANLevers(gan.GAN):
         self.extra_emas = {decay: averaged_copy(self.generator, gan.Generator, args.z_dim,
                                                 args.g_width or args.width)
                            for decay in args.extra_emas}
+
+    def packed(self, images):
+        """(B, 1, 28, 28) -> (B // k, k, 28, 28): k images a D input (PacGAN); a batch
+        not divisible by k loses its last images."""
+        k = self.args.pack
+        b = images.shape[0] // k * k
+        return images[:b].reshape(b // k, k, *images.shape[2:])
+
+    def d_loss(self, real, fake):
+        if self.args.pack > 1:
+            real, fake = self.packed(real), self.packed(fake)
+        return super().d_loss(real, fake)
+
+    def g_loss(self, fake):
+        return super().g_loss(self.packed(fake) if self.args.pack > 1 else fake)
 
     def train_step(self, x, y):
         if self.args.lr_schedule == "linear":
@@ -130,6 +150,8 @@ class GANLevers(gan.GAN):
                             help="spectral normalisation of D's weights")
         parser.add_argument("--d-dropout", type=number(float, minimum=0, below=1), default=0.0,
                             help="dropout after D's LeakyReLUs")
+        parser.add_argument("--pack", type=positive_int, default=1,
+                            help="PacGAN (Lin et al. 2018): D judges this many images at once")
         parser.add_argument("--extra-emas", type=decays, default=(),
                             help="comma-separated decays of more moving averages of G")
 

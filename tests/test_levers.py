@@ -71,7 +71,7 @@ def test_no_lever_given_is_the_shipped_run_number_for_number(shipped, levers, ex
 
 @pytest.mark.parametrize("extra", [
     ["gan", "--z-dim", "8", "--spectral-norm", "--d-dropout", "0.2", "--g-width", "6",
-     "--lr-schedule", "linear", "--extra-emas", "0.99,0.995"],
+     "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2"],
     ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-dis", "1e-4"]],
     ids=["gan", "vaegan"])
 def test_every_lever_trains_and_is_scored(extra, tmp_path, shipped_scorer):
@@ -88,3 +88,4 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert main([]) == 2 and main(["vae"]) == 2
     assert main(["gan", "--d-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--d-dropout" in capsys.readouterr().err
+

@@ -152,3 +152,17 @@ def test_sample_quality_against_direct_computation(backend_name):
     # the real test images against themselves score 0; the floor uses train images
     assert abs(quality(run.data.test_x[:30])["fid"]) < 1e-6
     assert quality.real_floor()["fid"] > 0
+
+
+def test_in_class_shares_draws_real_digits_of_each_label():
+    from benchmarks.scorer_sensitivity import in_class_shares
+    from minigrad.data import load_dataset
+    data = load_dataset("mnist-10k")
+    counts = [3, 0, 1, 0, 0, 0, 0, 0, 0, 2]
+    images = in_class_shares(data, counts)
+    assert images.shape == (6, 1, 28, 28)
+    first_of = {c: np.flatnonzero(data.train_y == c) for c in (0, 2, 9)}
+    np.testing.assert_array_equal(images, data.train_x[np.concatenate(
+        [first_of[0][:3], first_of[2][:1], first_of[9][:2]])])
+    with pytest.raises(ValueError, match="too few"):
+        in_class_shares(data, [10 ** 6] + [0] * 9)
