@@ -25,7 +25,6 @@ VAE-GAN levers:
     --decoder-batchnorm    the GAN generator's BatchNorm after Dec's linear layer and
                            first transposed conv (and no bias before them)
     --dcgan-init           DCGAN's N(0, 0.02) for Enc, Dec and Dis
-    --lr-dis LR            Dis's learning rate apart from --lr
 """
 from __future__ import annotations
 
@@ -175,16 +174,11 @@ class VAEGANLevers(vaegan.VAEGAN):
     def __init__(self, args, run):
         super().__init__(args, run)
         m = self.vaegan
-        if args.decoder_batchnorm:
+        if args.decoder_batchnorm:      # a new decoder needs its optimiser anew
             m.decoder = batchnorm_decoder(args.latent_dim, args.width)
-        if args.dcgan_init:
+            self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=(0.5, 0.999))
+        if args.dcgan_init:             # in place: the optimisers keep their parameters
             m.apply(dcgan_init), self.discriminator.apply(dcgan_init)
-        if args.decoder_batchnorm or args.dcgan_init or args.lr_dis:
-            betas = (0.5, 0.999)
-            self.opt_enc = optim.Adam(m.encoder.parameters(), lr=args.lr, betas=betas)
-            self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=betas)
-            self.opt_dis = optim.Adam(self.discriminator.parameters(),
-                                      lr=args.lr_dis or args.lr, betas=betas)
 
     @staticmethod
     def add_arguments(parser):
@@ -193,8 +187,6 @@ class VAEGANLevers(vaegan.VAEGAN):
                             help="BatchNorm in Dec, as in the GAN's generator")
         parser.add_argument("--dcgan-init", action="store_true",
                             help="DCGAN's N(0, 0.02) initialisation of every network")
-        parser.add_argument("--lr-dis", type=number(float, above=0), default=None,
-                            help="Dis's learning rate, apart from --lr")
 
 
 EXPERIMENTS = {"gan": GANLevers, "vaegan": VAEGANLevers}

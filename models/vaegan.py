@@ -40,6 +40,11 @@ batch, ``train_step`` first draws x~ and x_p, then
 So the GAN loss never reaches the encoder, and neither L_llike nor Dec's GAN term
 reaches the discriminator (the paper found both harmful).
 
+All three use Adam with DCGAN's betas (0.5, 0.999); Dis learns more slowly than
+Enc and Dec (--lr-d against --lr): with Dis as fast as they are, or faster,
+Dec's prior samples stayed fragments, and a much slower Dis was worse again
+(the README's VAE-GAN lever table).
+
 For comparison the run also trains a plain VAE with the same encoder and decoder
 (Bernoulli pixel likelihood) on the same batches; figures put their
 reconstructions and samples side by side, and the classifier-FID / inception
@@ -52,7 +57,7 @@ import numpy as np  # host-side: the figures' fixed noise (arrays from Tensor.nu
 import minigrad as mg
 from minigrad import optim
 from models.blocks import Discriminator, VAEModel
-from models.cli import Experiment, non_negative_float, positive_int, run_cli
+from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
 from models.evaluation import evaluating, generate
 from models.figures import draw_curves, draw_rows
 from models.losses import gan_bce, gaussian_kl, reparameterize, vae_loss
@@ -75,7 +80,7 @@ class VAEGAN(Experiment):
     alongside for comparison."""
 
     name = "vaegan"
-    defaults = dict(epochs=8, batch_size=64, lr=3e-4)
+    defaults = dict(epochs=16, batch_size=64, lr=5e-4)
 
     def __init__(self, args, run):
         super().__init__(args, run)
@@ -84,7 +89,8 @@ class VAEGAN(Experiment):
         self.discriminator = Discriminator(args.width)                        # Dis
         self.opt_enc = optim.Adam(self.vaegan.encoder.parameters(), lr=args.lr, betas=betas)
         self.opt_dec = optim.Adam(self.vaegan.decoder.parameters(), lr=args.lr, betas=betas)
-        self.opt_dis = optim.Adam(self.discriminator.parameters(), lr=args.lr, betas=betas)
+        self.opt_dis = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or args.lr,
+                                  betas=betas)
         self.checkpoint = ("vaegan", "discriminator", "opt_enc", "opt_dec", "opt_dis")
         if not args.no_vae:
             self.vae = VAEModel("conv", args.latent_dim, args.width)
@@ -144,6 +150,10 @@ class VAEGAN(Experiment):
                             help="channels of the first conv of Enc and Dis (and of Dec's last)")
         parser.add_argument("--gamma", type=non_negative_float, default=0.1,
                             help="weight of L_llike in the decoder's loss (against the GAN loss)")
+        parser.add_argument("--lr-d", type=number(float, above=0), default=1e-4,
+                            help="Dis's learning rate, apart from Enc's and Dec's --lr: a "
+                                 "slower Dis keeps Dec's GAN gradient informative (README, "
+                                 "'VAE-GAN levers')")
         parser.add_argument("--beta", type=non_negative_float, default=1.0,
                             help="weight of the prior KL in the encoder's loss")
         add_sample_quality_argument(parser)

@@ -367,6 +367,17 @@ def test_vaegan_cli_runs_writes_and_resumes(backend_name, tmp_path, shipped_scor
     assert [r["epoch"] for r in _records(out) if not r.get("final")] == [1, 2]
 
 
+def test_vaegan_lr_d_sets_only_the_discriminators_learning_rate():
+    from models.vaegan import VAEGAN
+    base = dict(latent_dim=4, width=4, gamma=0.1, beta=1.0, metric_samples=0, no_vae=True,
+                lr=5e-4, seed=0)
+    exp = VAEGAN(argparse.Namespace(**base, lr_d=1e-4), run=None)
+    assert [o.param_groups[0]["lr"] for o in (exp.opt_enc, exp.opt_dec, exp.opt_dis)] == \
+        [5e-4, 5e-4, 1e-4]
+    same = VAEGAN(argparse.Namespace(**base, lr_d=None), run=None)
+    assert same.opt_dis.param_groups[0]["lr"] == 5e-4
+
+
 def test_vaegan_train_step_gives_each_network_its_own_loss(monkeypatch):
     """VAEGAN.train_step itself: Dis steps first, on detached fakes (no gradient reaches
     Enc or Dec); then, through the updated Dis, Enc's gradient is that of
@@ -374,7 +385,7 @@ def test_vaegan_train_step_gives_each_network_its_own_loss(monkeypatch):
     + BCE(Dis(x_p), 1)) (no KL); neither reaches Dis."""
     import models.vaegan as V
     args = argparse.Namespace(latent_dim=4, width=4, gamma=0.3, beta=2.0, metric_samples=0,
-                              no_vae=True, lr=1e-3, seed=0)
+                              no_vae=True, lr=1e-3, lr_d=None, seed=0)
     with mg.backend("numpy"):
         mg.manual_seed(0)
         run = argparse.Namespace(data=None)

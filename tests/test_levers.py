@@ -72,7 +72,7 @@ def test_no_lever_given_is_the_shipped_run_number_for_number(shipped, levers, ex
 @pytest.mark.parametrize("extra", [
     ["gan", "--z-dim", "8", "--spectral-norm", "--d-dropout", "0.2", "--g-width", "6",
      "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2"],
-    ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-dis", "1e-4"]],
+    ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-d", "1e-4"]],
     ids=["gan", "vaegan"])
 def test_every_lever_trains_and_is_scored(extra, tmp_path, shipped_scorer):
     out = tmp_path / extra[0]
