@@ -126,16 +126,10 @@ class Module:
             raise AttributeError(f"cannot assign {name!r} before Module.__init__() was called "
                                  f"(call super().__init__() first in {type(self).__name__})")
         params, buffers, modules = d["_parameters"], d["_buffers"], d["_modules"]
-        # a name keeps its place when its registry already holds it (as a dict does):
-        # seq[0] = layer must not move layer 0 to the end of the forward pass
         if isinstance(value, Parameter):
-            if name not in params:
-                self._forget(name)
-            params[name] = value
+            self._register(params, name, value)
         elif isinstance(value, Module):
-            if name not in modules:
-                self._forget(name)
-            modules[name] = value
+            self._register(modules, name, value)
         elif name in params:
             if value is not None:
                 raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} "
@@ -153,6 +147,14 @@ class Module:
             modules[name] = None
         else:
             object.__setattr__(self, name, value)
+
+    def _register(self, registry, name, value):
+        """registry[name] = value, with the name gone from every other registry and
+        attribute. A name the registry already holds keeps its place, as in a dict
+        assignment: seq[0] = layer must not move layer 0 to the end of the forward pass."""
+        if name not in registry:
+            self._forget(name)
+        registry[name] = value
 
     def _forget(self, name):
         d = self.__dict__
@@ -182,9 +184,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be an nn.Parameter or None, "
                             f"got {type(param).__name__}")
-        if name not in self._parameters:
-            self._forget(name)
-        self._parameters[name] = param
+        self._register(self._parameters, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """State that is saved in ``state_dict`` (unless ``persistent=False``) and moved
@@ -203,9 +203,7 @@ class Module:
                             f"got {type(module).__name__}")
         if not isinstance(name, str) or "." in name or name == "":
             raise ValueError(f"add_module: invalid module name {name!r}")
-        if name not in self._modules:
-            self._forget(name)
-        self._modules[name] = module
+        self._register(self._modules, name, module)
 
     register_module = add_module
 
