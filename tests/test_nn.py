@@ -221,6 +221,14 @@ def test_replacing_a_child_or_parameter_keeps_its_place(backend_name):
     lin.register_parameter("bias", nn.Parameter(mg.ones(2)))
     assert list(lin.state_dict()) == ["weight", "bias"]
     np.testing.assert_array_equal(lin(mg.randn(1, 2)).numpy(), [[1.0, 1.0]])
+    bn = nn.BatchNorm1d(2)
+    keys = list(bn.state_dict())
+    bn.register_buffer("running_mean", mg.ones(2))
+    assert list(bn.state_dict()) == keys
+    bn.register_buffer("running_var", mg.ones(2), persistent=False)
+    assert "running_var" not in bn.state_dict()
+    bn.register_buffer("running_var", mg.ones(2))
+    assert list(bn.state_dict()) == keys
 
 
 # ----------------------------------------------------------------------------- moving

@@ -192,9 +192,10 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, "
                             f"got {type(tensor).__name__}")
-        self._forget(name)
-        self._buffers[name] = tensor
-        if not persistent:
+        self._register(self._buffers, name, tensor)
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
             self._non_persistent.add(name)
 
     def add_module(self, name, module):
