@@ -22,8 +22,8 @@ GAN levers:
     --extra-emas D1,D2     more moving averages of G with these decays, scored each epoch
                            (ema<D>_fid) beside the --ema one
 VAE-GAN levers:
-    --decoder-batchnorm    the GAN generator's BatchNorm after Dec's linear layer and
-                           first transposed conv (and no bias before them)
+    --decoder-batchnorm    Dec is the GAN's generator without its tanh (the same layers as
+                           Dec, with BatchNorm after the first two and no bias before it)
     --dcgan-init           DCGAN's N(0, 0.02) for Enc, Dec and Dis
 """
 from __future__ import annotations
@@ -40,6 +40,8 @@ from models.cli import number, positive_int, run_cli
 
 # ----------------------------------------------------------------------------- spectral norm
 def unit(v):
+    # not functional.normalize: its norm rounds differently in the last bit now and
+    # then, and the README's spectral-norm rows were measured with this formula
     return v / ((v * v).sum() ** 0.5 + 1e-12)
 
 
@@ -81,7 +83,8 @@ def spectral_norm_layers(seq):
 # ----------------------------------------------------------------------------- the GAN's
 class GANLevers(gan.GAN):
     def __init__(self, args, run):
-        d_width, args.width = args.width, args.g_width or args.width
+        d_width = args.width
+        g_width = args.width = args.g_width or d_width
         super().__init__(args, run)             # G (and its averages) at --g-width
         args.width = d_width
         if args.g_width or args.spectral_norm or args.d_dropout or args.pack > 1:
@@ -102,7 +105,7 @@ class GANLevers(gan.GAN):
         self.initial_lrs = [(o, o.param_groups[0]["lr"]) for o in (self.opt_g, self.opt_d)]
         self.total_steps = args.epochs * math.ceil(len(run.data.train_x) / args.batch_size)
         self.extra_emas = {decay: averaged_copy(self.generator, gan.Generator, args.z_dim,
-                                                args.g_width or args.width)
+                                                g_width)
                            for decay in args.extra_emas}
 
     def packed(self, images):
@@ -160,22 +163,12 @@ def decays(text):
 
 
 # ----------------------------------------------------------------------------- the VAE-GAN's
-def batchnorm_decoder(latent_dim, width):
-    """models/blocks.py's conv_decoder with the GAN generator's BatchNorm layers."""
-    c = 2 * width
-    return nn.Sequential(nn.Linear(latent_dim, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7),
-                         nn.ReLU(), nn.Unflatten(1, (c, 7, 7)),
-                         nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1))
-
-
 class VAEGANLevers(vaegan.VAEGAN):
     def __init__(self, args, run):
         super().__init__(args, run)
         m = self.vaegan
         if args.decoder_batchnorm:      # a new decoder needs its optimiser anew
-            m.decoder = batchnorm_decoder(args.latent_dim, args.width)
+            m.decoder = gan.Generator(args.latent_dim, args.width).net[:-1]   # no tanh: logits
             self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=(0.5, 0.999))
         if args.dcgan_init:             # in place: the optimisers keep their parameters
             m.apply(dcgan_init), self.discriminator.apply(dcgan_init)

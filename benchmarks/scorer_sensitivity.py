@@ -51,14 +51,14 @@ def main(argv=None):
             ("Gaussian blur sigma 0.5 px", gaussian_filter(train, (0, 0, 0.5, 0.5))),
             ("Gaussian blur sigma 0.8 px", gaussian_filter(train, (0, 0, 0.8, 0.8))),
             ("binarised at 0.5", (train > 0.5).astype(np.float32))]
+    rows = [(label, stats(images)) for label, images in rows]
     for path in argv:
-        samples = np.load(path)["images"][:N]
-        rows.append((path, samples))
+        scored = stats(np.load(path)["images"][:N])
+        rows.append((path, scored))
         rows.append((f"real training digits in the class shares the scorer gives {path}",
-                     in_class_shares(data, stats(samples)[2])))
+                     stats(in_class_shares(data, scored[2]))))
     print("| images (1,000) | classifier-FID | rarest class share |\n|---|---|---|")
-    for label, images in rows:
-        mu, cov, counts = stats(images)
+    for label, (mu, cov, counts) in rows:
         fid = frechet_distance_from_stats(mu, cov, real_mu, real_cov)
         print(f"| {label} | {fid:.1f} | {min(counts) / sum(counts):.3f} |")
 

@@ -43,7 +43,6 @@ def test_spectral_norm_differentiates_through_sigma():
         sn(mg.randn(2, 4).double())
     sn.eval()                                               # u fixed: a function of W
     x = mg.randn(5, 4).double()
-
     w = sn.layer.weight.detach().clone().requires_grad_(True)
     assert gradcheck(lambda w: x @ (w / sn.sigma(w)).T, (w,))
 
@@ -88,4 +87,3 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert main([]) == 2 and main(["vae"]) == 2
     assert main(["gan", "--d-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--d-dropout" in capsys.readouterr().err
-
