@@ -151,9 +151,8 @@ class VAEGAN(Experiment):
         parser.add_argument("--gamma", type=non_negative_float, default=0.1,
                             help="weight of L_llike in the decoder's loss (against the GAN loss)")
         parser.add_argument("--lr-d", type=number(float, above=0), default=1e-4,
-                            help="Dis's learning rate, apart from Enc's and Dec's --lr: a "
-                                 "slower Dis keeps Dec's GAN gradient informative (README, "
-                                 "'VAE-GAN levers')")
+                            help="Dis's learning rate, apart from Enc's and Dec's --lr "
+                                 "(slower by default; the README's 'VAE-GAN levers' say why)")
         parser.add_argument("--beta", type=non_negative_float, default=1.0,
                             help="weight of the prior KL in the encoder's loss")
         add_sample_quality_argument(parser)
