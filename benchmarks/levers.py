@@ -21,10 +21,17 @@ GAN levers:
                            samples lack variety
     --extra-emas D1,D2     more moving averages of G with these decays, scored each epoch
                            (ema<D>_fid) beside the --ema one
+    --r1 GAMMA             R1 penalty (Mescheder et al. 2018): D's loss adds
+                           GAMMA/2 E_x[||grad_x l(x)||^2] on real images, which damps D's
+                           gradient where the data are (double backward through D)
+    --r1-every K           the penalty on every K-th D step only, K times as heavy
+                           (StyleGAN2's lazy regularisation: a K-th of its cost)
 VAE-GAN levers:
     --decoder-batchnorm    Dec is the GAN's generator without its tanh (the same layers as
                            Dec, with BatchNorm after the first two and no bias before it)
     --dcgan-init           DCGAN's N(0, 0.02) for Enc, Dec and Dis
+    --ema DECAY            scores, figures and samples come from an exponential moving average
+                           of Enc's and Dec's weights (the GAN's --ema), not the last step's
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from minigrad import nn, optim
 from models import gan, vaegan
 from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import number, positive_int, run_cli
+from models.losses import gan_bce
 
 
 # ----------------------------------------------------------------------------- spectral norm
@@ -80,9 +88,23 @@ def spectral_norm_layers(seq):
                            for m in seq])
 
 
+# ----------------------------------------------------------------------------- R1
+def r1_penalty(discriminator, real):
+    """(D's logits l(x) of ``real``, E_x[||grad_x l(x)||^2]), the penalty's graph kept
+    (create_graph=True) so that it trains D's parameters, as models/losses.py's
+    gradient_penalty does for WGAN-GP; the logits are D's one forward for both."""
+    real = real.detach().requires_grad_(True)
+    logits = discriminator(real)
+    (g,) = mg.grad(logits.sum(), real, create_graph=True)
+    return logits, (g * g).reshape(g.shape[0], -1).sum(axis=1).mean()
+
+
 # ----------------------------------------------------------------------------- the GAN's
 class GANLevers(gan.GAN):
     def __init__(self, args, run):
+        if args.r1 and args.loss != "bce":
+            raise ValueError("--r1 is a penalty on the bce discriminator's real images: use it "
+                             "with --loss bce (wgan-gp has its own, --gp-weight)")
         d_width = args.width
         g_width = args.width = args.g_width or d_width
         super().__init__(args, run)             # G (and its averages) at --g-width
@@ -118,7 +140,14 @@ class GANLevers(gan.GAN):
     def d_loss(self, real, fake):
         if self.args.pack > 1:
             real, fake = self.packed(real), self.packed(fake)
-        return super().d_loss(real, fake)
+        every = self.args.r1_every       # lazy regularisation: every k-th D step, k times
+        if not self.args.r1 or self.steps % every:          # the weight (StyleGAN2)
+            return super().d_loss(real, fake)
+        D = self.discriminator
+        real_logits, r1 = r1_penalty(D, real)
+        loss = (gan_bce(real_logits, 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0)
+                + 0.5 * self.args.r1 * every * r1)
+        return loss, {"r1": r1.item() * every}   # so its mean over all steps is r1's mean
 
     def g_loss(self, fake):
         return super().g_loss(self.packed(fake) if self.args.pack > 1 else fake)
@@ -154,6 +183,10 @@ class GANLevers(gan.GAN):
                             help="dropout after D's LeakyReLUs")
         parser.add_argument("--pack", type=positive_int, default=1,
                             help="PacGAN (Lin et al. 2018): D judges this many images at once")
+        parser.add_argument("--r1", type=number(float, minimum=0), default=0.0,
+                            help="R1 penalty weight gamma on real images (bce)")
+        parser.add_argument("--r1-every", type=positive_int, default=1,
+                            help="the R1 penalty on every k-th D step only, weighted k times")
         parser.add_argument("--extra-emas", type=decays, default=(),
                             help="comma-separated decays of more moving averages of G")
 
@@ -168,10 +201,45 @@ class VAEGANLevers(vaegan.VAEGAN):
         super().__init__(args, run)
         m = self.vaegan
         if args.decoder_batchnorm:      # a new decoder needs its optimiser anew
-            m.decoder = gan.Generator(args.latent_dim, args.width).net[:-1]   # no tanh: logits
+            m.decoder = self.batchnorm_decoder()
             self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=(0.5, 0.999))
         if args.dcgan_init:             # in place: the optimisers keep their parameters
             m.apply(dcgan_init), self.discriminator.apply(dcgan_init)
+        if args.ema:
+            self.vaegan_ema = averaged_copy(m, self.same_model)
+            self.ema_steps = 0
+            self.checkpoint += ("vaegan_ema", "ema_steps")
+
+    def batchnorm_decoder(self):
+        """The GAN's generator without its tanh (Dec gives logits)."""
+        return gan.Generator(self.args.latent_dim, self.args.width).net[:-1]
+
+    def same_model(self):
+        """A fresh network of Enc and Dec's shape, for the moving average."""
+        m = vaegan.VAEModel("conv", self.args.latent_dim, self.args.width)
+        if self.args.decoder_batchnorm:
+            m.decoder = self.batchnorm_decoder()
+        return m
+
+    def train_step(self, x, y):
+        out = super().train_step(x, y)
+        if self.args.ema:               # the GAN's schedule: a short memory at first
+            self.ema_steps += 1
+            t = self.ema_steps
+            ema_update(self.vaegan_ema, self.vaegan, min(self.args.ema, (1 + t) / (10 + t)))
+        return out
+
+    def models(self):
+        pairs = super().models()
+        if self.args.ema:
+            pairs[0] = ("vaegan", self.vaegan_ema)
+        return pairs
+
+    def sample(self, n):
+        if not self.args.ema:
+            return super().sample(n)
+        with vaegan.evaluating(self.vaegan_ema):
+            return {"images": self.samples(self.vaegan_ema, n)}
 
     @staticmethod
     def add_arguments(parser):
@@ -180,6 +248,8 @@ class VAEGANLevers(vaegan.VAEGAN):
                             help="BatchNorm in Dec, as in the GAN's generator")
         parser.add_argument("--dcgan-init", action="store_true",
                             help="DCGAN's N(0, 0.02) initialisation of every network")
+        parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.0,
+                            help="samples from a moving average of Enc and Dec with this decay")
 
 
 EXPERIMENTS = {"gan": GANLevers, "vaegan": VAEGANLevers}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from benchmarks.levers import GANLevers, SpectralNorm, VAEGANLevers, main
+from benchmarks.levers import GANLevers, SpectralNorm, VAEGANLevers, main, r1_penalty
 from minigrad import nn
 from minigrad.gradcheck import gradcheck
 from models.cli import run_cli
@@ -47,6 +47,34 @@ def test_spectral_norm_differentiates_through_sigma():
     assert gradcheck(lambda w: x @ (w / sn.sigma(w)).T, (w,))
 
 
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+    # l(x) = w . flatten(x) + b has grad_x l = w for every x, so E||grad||^2 = ||w||^2
+    mg.manual_seed(2)
+    d = nn.Sequential(nn.Flatten(), nn.Linear(12, 1)).double()
+    x = mg.randn(5, 1, 3, 4).double()
+    logits, r1 = r1_penalty(d, x)
+    w = d[1].weight
+    np.testing.assert_allclose(logits.numpy(), d(x).numpy())
+    np.testing.assert_allclose(r1.item(), (w.numpy() ** 2).sum(), rtol=1e-12)
+    r1.backward()                             # the penalty reaches D's weights: 2 w
+    np.testing.assert_allclose(w.grad.numpy(), 2 * w.numpy(), rtol=1e-12)
+
+
+def test_r1_penalty_differentiates_through_a_conv_discriminator():
+    # double backward through conv and LeakyReLU, against central differences
+    mg.manual_seed(3)
+    conv = nn.Conv2d(1, 2, 3).double()
+    x = mg.randn(2, 1, 5, 5).double()
+
+    def penalty(weight):
+        def d(inp):
+            h = mg.functional.leaky_relu(mg.functional.conv2d(inp, weight, conv.bias), 0.2)
+            return (h * h).sum(axis=(1, 2, 3))
+        return r1_penalty(d, x)[1]
+    w = conv.weight.detach().clone().requires_grad_(True)
+    assert gradcheck(penalty, (w,))
+
+
 def _argv(out, *extra):
     return ["--epochs", "1", "--limit", "96", "--batch-size", "32", "--width", "4",
             "--metric-samples", "40", "--quiet", "--out", str(out), *extra]
@@ -70,14 +98,16 @@ def test_no_lever_given_is_the_shipped_run_number_for_number(shipped, levers, ex
 
 @pytest.mark.parametrize("extra", [
     ["gan", "--z-dim", "8", "--spectral-norm", "--d-dropout", "0.2", "--g-width", "6",
-     "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2"],
-    ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-d", "1e-4"]],
+     "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2", "--r1", "1",
+     "--r1-every", "2"],
+    ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-d", "1e-4",
+     "--ema", "0.99"]],
     ids=["gan", "vaegan"])
 def test_every_lever_trains_and_is_scored(extra, tmp_path, shipped_scorer):
     out = tmp_path / extra[0]
     assert main([extra[0], *_argv(out, *extra[1:])]) == 0
     first, final = _records(out)
-    losses = ["loss_d", "loss_g", "ema0.99_fid", "ema0.995_fid"] if extra[0] == "gan" else \
+    losses = ["loss_d", "loss_g", "r1", "ema0.99_fid", "ema0.995_fid"] if extra[0] == "gan" else \
         ["loss_dis", "llike", "gan_g", "vaegan_fid"]
     assert all(np.isfinite(first[k]) for k in losses), first
     assert final["final"] and sum(final[f"{extra[0]}_class_histogram"]) == 40
@@ -87,3 +117,5 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert main([]) == 2 and main(["vae"]) == 2
     assert main(["gan", "--d-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--d-dropout" in capsys.readouterr().err
+    assert main(["gan", "--r1", "1", "--loss", "wgan-gp", "--out", str(tmp_path / "y")]) == 2
+    assert "--r1" in capsys.readouterr().err
