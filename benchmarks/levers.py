@@ -21,11 +21,6 @@ GAN levers:
                            samples lack variety
     --extra-emas D1,D2     more moving averages of G with these decays, scored each epoch
                            (ema<D>_fid) beside the --ema one
-    --r1 GAMMA             R1 penalty (Mescheder et al. 2018): D's loss adds
-                           GAMMA/2 E_x[||grad_x l(x)||^2] on real images, which damps D's
-                           gradient where the data are (double backward through D)
-    --r1-every K           the penalty on every K-th D step only, K times as heavy
-                           (StyleGAN2's lazy regularisation: a K-th of its cost)
 VAE-GAN levers:
     --decoder-batchnorm    Dec is the GAN's generator without its tanh (the same layers as
                            Dec, with BatchNorm after the first two and no bias before it)
@@ -43,7 +38,6 @@ from minigrad import nn, optim
 from models import gan, vaegan
 from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import number, positive_int, run_cli
-from models.losses import gan_bce
 
 
 # ----------------------------------------------------------------------------- spectral norm
@@ -88,23 +82,9 @@ def spectral_norm_layers(seq):
                            for m in seq])
 
 
-# ----------------------------------------------------------------------------- R1
-def r1_penalty(discriminator, real):
-    """(D's logits l(x) of ``real``, E_x[||grad_x l(x)||^2]), the penalty's graph kept
-    (create_graph=True) so that it trains D's parameters, as models/losses.py's
-    gradient_penalty does for WGAN-GP; the logits are D's one forward for both."""
-    real = real.detach().requires_grad_(True)
-    logits = discriminator(real)
-    (g,) = mg.grad(logits.sum(), real, create_graph=True)
-    return logits, (g * g).reshape(g.shape[0], -1).sum(axis=1).mean()
-
-
 # ----------------------------------------------------------------------------- the GAN's
 class GANLevers(gan.GAN):
     def __init__(self, args, run):
-        if args.r1 and args.loss != "bce":
-            raise ValueError("--r1 is a penalty on the bce discriminator's real images: use it "
-                             "with --loss bce (wgan-gp has its own, --gp-weight)")
         d_width = args.width
         g_width = args.width = args.g_width or d_width
         super().__init__(args, run)             # G (and its averages) at --g-width
@@ -140,14 +120,7 @@ class GANLevers(gan.GAN):
     def d_loss(self, real, fake):
         if self.args.pack > 1:
             real, fake = self.packed(real), self.packed(fake)
-        every = self.args.r1_every       # lazy regularisation: every k-th D step, k times
-        if not self.args.r1 or self.steps % every:          # the weight (StyleGAN2)
-            return super().d_loss(real, fake)
-        D = self.discriminator
-        real_logits, r1 = r1_penalty(D, real)
-        loss = (gan_bce(real_logits, 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0)
-                + 0.5 * self.args.r1 * every * r1)
-        return loss, {"r1": r1.item() * every}   # so its mean over all steps is r1's mean
+        return super().d_loss(real, fake)
 
     def g_loss(self, fake):
         return super().g_loss(self.packed(fake) if self.args.pack > 1 else fake)
@@ -183,10 +156,6 @@ class GANLevers(gan.GAN):
                             help="dropout after D's LeakyReLUs")
         parser.add_argument("--pack", type=positive_int, default=1,
                             help="PacGAN (Lin et al. 2018): D judges this many images at once")
-        parser.add_argument("--r1", type=number(float, minimum=0), default=0.0,
-                            help="R1 penalty weight gamma on real images (bce)")
-        parser.add_argument("--r1-every", type=positive_int, default=1,
-                            help="the R1 penalty on every k-th D step only, weighted k times")
         parser.add_argument("--extra-emas", type=decays, default=(),
                             help="comma-separated decays of more moving averages of G")
 

@@ -14,6 +14,16 @@ trained by alternating gradient steps (one D step, then one G step per batch):
 Both come from D's logits through binary_cross_entropy_with_logits, never as
 log(sigmoid(.)) of a saturated value (models/losses.py, "GANs").
 
+D's loss adds the R1 penalty (Mescheder et al. 2018) on real images,
+
+    L_D + gamma/2 E_x[||grad_x l(x)||^2]                 (--r1 gamma; --r1 0: L_D alone)
+
+which keeps D flat where the data are, so that D and G settle instead of circling
+their equilibrium. It differentiates through D's input gradient, as WGAN-GP's
+penalty does; it is added on every --r1-every'th D step only, weighted that many
+times (StyleGAN2's lazy regularisation), since the double backward costs more
+than the rest of the step.
+
 ``--loss wgan-gp`` (Gulrajani et al. 2017): D is a critic with unbounded scores f,
 
     L_D = E_z[f(G(z))] - E_x[f(x)] + lambda E_xhat[(||grad_xhat f(xhat)||_2 - 1)^2]
@@ -58,8 +68,8 @@ from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
 from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
-from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, wgan_critic_loss,
-                           wgan_generator_loss)
+from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, r1_penalty,
+                           wgan_critic_loss, wgan_generator_loss)
 from models.metrics import (add_sample_quality_argument, draw_class_histograms,
                             final_sample_quality, sample_quality)
 
@@ -90,12 +100,14 @@ class GAN(Experiment):
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
     adam = {"bce": (5e-4, 0.5, 0.999), "wgan-gp": (1e-4, 0.0, 0.9)}    # lr, betas by --loss
+    r1_default = 30.0                                                   # gamma, for bce
     lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
 
     def __init__(self, args, run):
         super().__init__(args, run)
         self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
+        self.r1 = r1_weight(args)
         self.generator = Generator(args.z_dim, args.width)
         self.discriminator = Discriminator(args.width, discriminator_batchnorm(args))
         if args.init == "dcgan":
@@ -115,9 +127,15 @@ class GAN(Experiment):
 
     def d_loss(self, real, fake):
         """Discriminator / critic loss on a real and a (detached) fake batch."""
-        D = self.discriminator
-        if self.args.loss == "bce":          # one-sided label smoothing: real -> 1 - s
-            return gan_bce(D(real), 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0), {}
+        D, real_target = self.discriminator, 1.0 - self.args.label_smoothing  # one-sided
+        if self.args.loss == "bce":
+            every = self.args.r1_every       # lazy: on D steps 0, k, 2k, ..., weighted k
+            if not self.r1 or self.steps % every:
+                return gan_bce(D(real), real_target) + gan_bce(D(fake), 0.0), {}
+            real_logits, r1 = r1_penalty(D, real)
+            loss = (gan_bce(real_logits, real_target) + gan_bce(D(fake), 0.0)
+                    + 0.5 * self.r1 * every * r1)
+            return loss, {"r1": r1.item() * every}   # an epoch's mean is then r1's mean
         real_s, fake_s = D(real), D(fake)
         gp = gradient_penalty(D, real, fake)
         return wgan_critic_loss(real_s, fake_s) + self.args.gp_weight * gp, {
@@ -178,6 +196,13 @@ class GAN(Experiment):
         parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.999,
                             help="samples come from an exponential moving average of G's "
                                  "weights with this decay (0: from G itself)")
+        parser.add_argument("--r1", type=non_negative_float, default=None,
+                            help=f"gamma of the R1 penalty on D's input gradient at real "
+                                 f"images (default: {GAN.r1_default:g} for bce; 0 gives the "
+                                 f"lecture's L_D alone; wgan-gp has --gp-weight instead)")
+        parser.add_argument("--r1-every", type=positive_int, default=4,
+                            help="the R1 penalty on every k-th D step only, weighted k times "
+                                 "(1: every step)")
         parser.add_argument("--gp-weight", type=non_negative_float, default=10.0,
                             help="lambda of the gradient penalty (wgan-gp)")
         parser.add_argument("--n-critic", type=positive_int, default=None,
@@ -249,6 +274,17 @@ class GAN(Experiment):
         draw_class_histograms(run, f"{name}_class_histogram.png", history[-1], [("gan_", name)])
         draw_curves(run, f"{name}_curves.png", history, panels,
                     title=f"{name} ({self.args.loss}) training curves")
+
+
+def r1_weight(args):
+    """--r1's gamma: GAN.r1_default for bce unless given; refused with wgan-gp, whose
+    critic has its own penalty (--gp-weight)."""
+    if args.loss == "wgan-gp":
+        if args.r1:
+            raise ValueError("--r1 penalises the bce discriminator: with --loss wgan-gp the "
+                             "critic's penalty is --gp-weight")
+        return 0.0
+    return GAN.r1_default if args.r1 is None else args.r1
 
 
 def discriminator_batchnorm(args):

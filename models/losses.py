@@ -438,6 +438,9 @@ def batch_triplet_loss(embeddings, labels, alpha=TRIPLET_ALPHA, mining="semihard
 # with xhat = eps x + (1 - eps) G(z), eps ~ U(0, 1) per example. The penalty
 # differentiates through the critic's input gradient: mg.grad(..., create_graph=True)
 # and double backward through every layer of f (conv included).
+#
+# R1 (Mescheder et al. 2018) regularises the BCE discriminator the same way, on
+# real images only and towards a zero gradient: L_D + gamma/2 E_x[||grad_x l(x)||^2].
 import minigrad.functional as _F
 
 
@@ -497,3 +500,17 @@ def gradient_penalty(critic, real, fake, eps=None, norm_eps=1e-12):
     (g,) = mg.grad(scores.sum(), x_hat, create_graph=True)
     norms = ((g * g).reshape(g.shape[0], -1).sum(axis=1) + norm_eps).sqrt()
     return ((norms - 1.0) ** 2).mean()
+
+
+def r1_penalty(discriminator, real):
+    """R1 (Mescheder et al. 2018): E_x[||grad_x l(x)||^2] of D's logits l on real images.
+
+    Returns (l(real), the penalty): D's one forward serves both its BCE term and the
+    penalty. The input gradient is taken with create_graph=True, as in
+    gradient_penalty, so that the penalty trains D's parameters (double backward
+    through D). D is pushed to be flat where the data are, which damps the
+    oscillation of a GAN near its equilibrium."""
+    real = real.detach().requires_grad_(True)
+    logits = discriminator(real)
+    (g,) = mg.grad(logits.sum(), real, create_graph=True)
+    return logits, (g * g).reshape(g.shape[0], -1).sum(axis=1).mean()

@@ -164,6 +164,33 @@ def test_gradient_penalty_shape_error(backend_name):
         L.gradient_penalty(lambda x: x, mg.zeros(2, 3), mg.zeros(2, 4))
 
 
+# ----------------------------------------------------------------------------- R1
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm(backend_name):
+    # l(x) = w . flatten(x) + b has grad_x l = w for every x, so E||grad||^2 = ||w||^2
+    mg.manual_seed(2)
+    w, b = _t(np.random.default_rng(2).normal(size=(12, 1)), requires_grad=True), _t(0.3)
+    x = mg.randn(5, 1, 3, 4).double()
+    logits, r1 = L.r1_penalty(lambda inp: inp.reshape(5, 12) @ w + b, x)
+    np.testing.assert_allclose(logits.numpy(), x.numpy().reshape(5, 12) @ w.numpy() + 0.3)
+    np.testing.assert_allclose(r1.item(), (w.numpy() ** 2).sum(), rtol=1e-12)
+    r1.backward()                             # the penalty reaches D's weights: 2 w
+    np.testing.assert_allclose(w.grad.numpy(), 2 * w.numpy(), rtol=1e-12)
+    assert x.grad is None                     # and not the real images
+
+
+def test_r1_penalty_differentiates_through_a_conv_discriminator(backend_name):
+    # double backward through conv and LeakyReLU, against central differences
+    rng = np.random.default_rng(3)
+    x, bias = _t(rng.normal(size=(2, 1, 5, 5))), _t(rng.normal(size=2))
+
+    def penalty(weight):
+        def d(inp):
+            h = F.leaky_relu(F.conv2d(inp, weight, bias), 0.2)
+            return (h * h).sum(axis=(1, 2, 3))
+        return L.r1_penalty(d, x)[1]
+    assert mg.gradcheck(penalty, (_t(rng.normal(size=(2, 1, 3, 3)), requires_grad=True),))
+
+
 # ----------------------------------------------------------------------------- models/gan.py
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -184,7 +211,7 @@ def _finite(records, keys):
 def _gan_args(**kw):
     a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
              lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
-             ema=0.0, lr_d=None, d_batchnorm=False)
+             ema=0.0, lr_d=None, d_batchnorm=False, r1=None, r1_every=4)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -232,6 +259,29 @@ def test_the_generator_step_draws_fresh_noise(loss):
     assert not np.allclose(calls[2][0], calls[3][0])
     exp.train_step(x, None)               # D step 3: a D step only
     assert len(calls) == 5 and len(judged) == 2
+
+
+def test_r1_is_added_on_every_kth_d_step_with_k_times_its_weight():
+    """L_D + gamma/2 k E||grad_x l(x)||^2 on D steps 0, k, 2k, ... (lazy R1), plain L_D
+    on the others; the logged r1 is k times the penalty, so its epoch mean is its mean."""
+    from models.gan import GAN
+    mg.manual_seed(4)
+    exp = GAN(_gan_args(r1=3.0, r1_every=2), run=None)
+    D = exp.discriminator
+    real, fake = mg.rand(6, 1, 28, 28) * 2.0 - 1.0, mg.rand(6, 1, 28, 28) * 2.0 - 1.0
+    plain = (L.gan_bce(D(real), 1.0) + L.gan_bce(D(fake), 0.0)).item()
+    penalty = L.r1_penalty(D, real)[1].item()
+    loss, extra = exp.d_loss(real, fake)
+    assert loss.item() == pytest.approx(plain + 0.5 * 3.0 * 2 * penalty, rel=1e-5)
+    assert extra["r1"] == pytest.approx(2 * penalty, rel=1e-5) and penalty > 0
+    exp.steps = 1
+    loss, extra = exp.d_loss(real, fake)
+    assert loss.item() == pytest.approx(plain, rel=1e-6) and extra == {}
+    assert GAN(_gan_args(), run=None).r1 == GAN.r1_default            # bce's default
+    assert GAN(_gan_args(r1=0.0), run=None).r1 == 0.0                 # the lecture's L_D
+    assert GAN(_gan_args(loss="wgan-gp"), run=None).r1 == 0.0         # its own penalty
+    with pytest.raises(ValueError, match="--gp-weight"):
+        GAN(_gan_args(loss="wgan-gp", r1=1.0), run=None)
 
 
 def test_lr_d_sets_only_the_discriminators_learning_rate():
@@ -335,7 +385,8 @@ def test_wgan_gp_trains_without_nans(tmp_path):
 
 @pytest.mark.parametrize("bad", [["--loss", "hinge"], ["--width", "0"], ["--n-critic", "0"],
                                  ["--metric-samples", "1"], ["--epochs", "-1"], ["--lr-d", "0"],
-                                 ["--loss", "wgan-gp", "--d-batchnorm"]])
+                                 ["--loss", "wgan-gp", "--d-batchnorm"], ["--r1", "-1"],
+                                 ["--loss", "wgan-gp", "--r1", "1"], ["--r1-every", "0"]])
 def test_gan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.gan import GAN
     assert run_cli(GAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2

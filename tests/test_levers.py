@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from benchmarks.levers import GANLevers, SpectralNorm, VAEGANLevers, main, r1_penalty
+from benchmarks.levers import GANLevers, SpectralNorm, VAEGANLevers, main
 from minigrad import nn
 from minigrad.gradcheck import gradcheck
 from models.cli import run_cli
@@ -45,34 +45,6 @@ def test_spectral_norm_differentiates_through_sigma():
     x = mg.randn(5, 4).double()
     w = sn.layer.weight.detach().clone().requires_grad_(True)
     assert gradcheck(lambda w: x @ (w / sn.sigma(w)).T, (w,))
-
-
-def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
-    # l(x) = w . flatten(x) + b has grad_x l = w for every x, so E||grad||^2 = ||w||^2
-    mg.manual_seed(2)
-    d = nn.Sequential(nn.Flatten(), nn.Linear(12, 1)).double()
-    x = mg.randn(5, 1, 3, 4).double()
-    logits, r1 = r1_penalty(d, x)
-    w = d[1].weight
-    np.testing.assert_allclose(logits.numpy(), d(x).numpy())
-    np.testing.assert_allclose(r1.item(), (w.numpy() ** 2).sum(), rtol=1e-12)
-    r1.backward()                             # the penalty reaches D's weights: 2 w
-    np.testing.assert_allclose(w.grad.numpy(), 2 * w.numpy(), rtol=1e-12)
-
-
-def test_r1_penalty_differentiates_through_a_conv_discriminator():
-    # double backward through conv and LeakyReLU, against central differences
-    mg.manual_seed(3)
-    conv = nn.Conv2d(1, 2, 3).double()
-    x = mg.randn(2, 1, 5, 5).double()
-
-    def penalty(weight):
-        def d(inp):
-            h = mg.functional.leaky_relu(mg.functional.conv2d(inp, weight, conv.bias), 0.2)
-            return (h * h).sum(axis=(1, 2, 3))
-        return r1_penalty(d, x)[1]
-    w = conv.weight.detach().clone().requires_grad_(True)
-    assert gradcheck(penalty, (w,))
 
 
 def _argv(out, *extra):
@@ -117,5 +89,3 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert main([]) == 2 and main(["vae"]) == 2
     assert main(["gan", "--d-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--d-dropout" in capsys.readouterr().err
-    assert main(["gan", "--r1", "1", "--loss", "wgan-gp", "--out", str(tmp_path / "y")]) == 2
-    assert "--r1" in capsys.readouterr().err
