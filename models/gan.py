@@ -43,9 +43,12 @@ Architecture (--width w; DCGAN's MNIST setting is w = 64):
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
        linear layer to one logit; no BatchNorm by default (--d-batchnorm: DCGAN's after
        the second conv, for bce only: the gradient penalty is per example)
-Separate Adam optimizers for G and D; for bce DCGAN's betas (0.5, 0.999) and a
-higher learning rate than DCGAN's 2e-4, because a short run needs the faster
-start (--lr-d gives D its own, for two time-scales). The weights start from
+Separate Adam optimizers for G and D; for bce the betas (0, 0.99) that StyleGAN2
+trains with beside R1 (Karras et al. 2020): without momentum each step follows
+the game as it is now, not a memory of the opponent's last moves (DCGAN's
+(0.5, 0.999) trained worse with the penalty: README, GAN levers). The learning
+rate is higher than DCGAN's 2e-4, because a short run needs the faster start
+(--lr-d gives D its own, for two time-scales). The weights start from
 DCGAN's N(0, 0.02) (--init pytorch: the layers' defaults), and the samples come
 from an exponential moving average of G's weights (--ema, the decay; 0 samples G
 itself), which smooths out the last steps' oscillation of an adversarial game;
@@ -99,7 +102,7 @@ class GAN(Experiment):
 
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
-    adam = {"bce": (5e-4, 0.5, 0.999), "wgan-gp": (1e-4, 0.0, 0.9)}    # lr, betas by --loss
+    adam = {"bce": (1e-3, 0.0, 0.99), "wgan-gp": (1e-4, 0.0, 0.9)}     # lr, betas by --loss
     r1_default = 30.0                                                   # gamma, for bce
     lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
@@ -182,10 +185,10 @@ class GAN(Experiment):
                             help="BatchNorm after D's second conv, as in DCGAN's D (bce only: "
                                  "it couples the examples of a batch)")
         parser.add_argument("--beta1", type=number(float, minimum=0, below=1), default=None,
-                            help="Adam's beta1 for both networks (default: DCGAN's 0.5 for bce; "
-                                 "0 for wgan-gp, Algorithm 1's)")
+                            help="Adam's beta1 for both networks (default: 0, StyleGAN2's for "
+                                 "bce and Algorithm 1's for wgan-gp)")
         parser.add_argument("--beta2", type=number(float, minimum=0, below=1), default=None,
-                            help="Adam's beta2 for both networks (default: 0.999 for bce; 0.9 "
+                            help="Adam's beta2 for both networks (default: 0.99 for bce; 0.9 "
                                  "for wgan-gp, Algorithm 1's)")
         parser.add_argument("--init", choices=["pytorch", "dcgan"], default="dcgan",
                             help="weight initialisation: PyTorch's layer defaults, or DCGAN's "

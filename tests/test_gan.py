@@ -218,7 +218,7 @@ def _gan_args(**kw):
 
 def test_wgan_gp_defaults_are_algorithm_1_of_the_paper():
     """Gulrajani et al.'s Algorithm 1: Adam lr 1e-4, betas (0, 0.9), 5 critic steps per
-    generator step; bce keeps DCGAN's betas and one D step."""
+    generator step; bce has StyleGAN2's betas (0, 0.99) and one D step."""
     from models.gan import GAN
     wgan, bce = GAN(_gan_args(loss="wgan-gp"), run=None), GAN(_gan_args(), run=None)
     for opt in (wgan.opt_g, wgan.opt_d):
@@ -226,7 +226,7 @@ def test_wgan_gp_defaults_are_algorithm_1_of_the_paper():
     assert wgan.n_critic == 5 and bce.n_critic == 1
     for opt in (bce.opt_g, bce.opt_d):
         assert opt.param_groups[0]["lr"] == GAN.adam["bce"][0]
-        assert opt.param_groups[0]["betas"] == (0.5, 0.999)
+        assert opt.param_groups[0]["betas"] == (0.0, 0.99)
     given = GAN(_gan_args(loss="wgan-gp", lr=3e-4, beta1=0.5, beta2=0.99), run=None)
     assert given.opt_d.param_groups[0]["lr"] == 3e-4
     assert given.opt_d.param_groups[0]["betas"] == (0.5, 0.99)
