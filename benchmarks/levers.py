@@ -27,9 +27,13 @@ VAE-GAN levers:
     --dcgan-init           DCGAN's N(0, 0.02) for Enc, Dec and Dis
     --ema DECAY            scores, figures and samples come from an exponential moving average
                            of Enc's and Dec's weights (the GAN's --ema), not the last step's
+    --r1 GAMMA             the GAN's R1 penalty on Dis's input gradient at real images, on
+                           every --r1-every'th Dis step, weighted that many times
+    --betas B1,B2          Adam's betas for Enc, Dec and Dis (the GAN's are 0,0.99)
 """
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -38,6 +42,7 @@ from minigrad import nn, optim
 from models import gan, vaegan
 from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
 from models.cli import number, positive_int, run_cli
+from models.losses import gan_bce, r1_penalty
 
 
 # ----------------------------------------------------------------------------- spectral norm
@@ -164,6 +169,13 @@ def decays(text):
     return tuple(number(float, minimum=0, below=1)(t) for t in text.split(","))
 
 
+def betas(text):
+    pair = decays(text)
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError(f"takes two numbers, B1,B2, not {text!r}")
+    return pair
+
+
 # ----------------------------------------------------------------------------- the VAE-GAN's
 class VAEGANLevers(vaegan.VAEGAN):
     def __init__(self, args, run):
@@ -174,6 +186,13 @@ class VAEGANLevers(vaegan.VAEGAN):
             self.opt_dec = optim.Adam(m.decoder.parameters(), lr=args.lr, betas=(0.5, 0.999))
         if args.dcgan_init:             # in place: the optimisers keep their parameters
             m.apply(dcgan_init), self.discriminator.apply(dcgan_init)
+        if args.betas:                  # the same optimisers, with other betas
+            for name in ("opt_enc", "opt_dec", "opt_dis"):
+                opt = getattr(self, name)
+                group = opt.param_groups[0]
+                setattr(self, name, optim.Adam(group["params"], lr=group["lr"],
+                                               betas=args.betas))
+        self.dis_steps = 0
         if args.ema:
             self.vaegan_ema = averaged_copy(m, self.same_model)
             self.ema_steps = 0
@@ -189,6 +208,18 @@ class VAEGANLevers(vaegan.VAEGAN):
         if self.args.decoder_batchnorm:
             m.decoder = self.batchnorm_decoder()
         return m
+
+    def dis_loss(self, x, x_rec, x_p):
+        every = self.args.r1_every      # as the GAN's d_loss: Dis steps 0, k, 2k, ...
+        self.dis_steps += 1
+        if not self.args.r1 or (self.dis_steps - 1) % every:
+            return super().dis_loss(x, x_rec, x_p)
+        dis = self.discriminator
+        real_logits, r1 = r1_penalty(dis, x)
+        loss = (gan_bce(real_logits, 1.0) + 0.5 * (gan_bce(dis(x_rec), 0.0)
+                                                    + gan_bce(dis(x_p), 0.0))
+                + 0.5 * self.args.r1 * every * r1)
+        return loss, {"r1": r1.item() * every}
 
     def train_step(self, x, y):
         out = super().train_step(x, y)
@@ -219,6 +250,12 @@ class VAEGANLevers(vaegan.VAEGAN):
                             help="DCGAN's N(0, 0.02) initialisation of every network")
         parser.add_argument("--ema", type=number(float, minimum=0, below=1), default=0.0,
                             help="samples from a moving average of Enc and Dec with this decay")
+        parser.add_argument("--r1", type=number(float, minimum=0), default=0.0,
+                            help="R1 penalty weight gamma on Dis at real images")
+        parser.add_argument("--r1-every", type=positive_int, default=4,
+                            help="the R1 penalty on every k-th Dis step only, weighted k times")
+        parser.add_argument("--betas", type=betas, default=None,
+                            help="Adam's betas B1,B2 for Enc, Dec and Dis")
 
 
 EXPERIMENTS = {"gan": GANLevers, "vaegan": VAEGANLevers}

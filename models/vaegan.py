@@ -101,6 +101,13 @@ class VAEGAN(Experiment):
         self.fixed_noise = np.random.default_rng(args.seed).standard_normal(
             (48, args.latent_dim)).astype(np.float32)
 
+    def dis_loss(self, x, x_rec, x_p):
+        """Dis's -L_GAN = BCE(Dis(x), 1) + 0.5 [BCE(Dis(x~), 0) + BCE(Dis(x_p), 0)], with
+        the values to log beside it (none here)."""
+        dis = self.discriminator
+        return gan_bce(dis(x), 1.0) + 0.5 * (gan_bce(dis(x_rec), 0.0)
+                                             + gan_bce(dis(x_p), 0.0)), {}
+
     def train_step(self, x, y):
         m, dis = self.vaegan, self.discriminator
         mu, logvar = m.encode(x)
@@ -108,8 +115,7 @@ class VAEGAN(Experiment):
         x_p = m.decode(mg.randn(x.shape[0], m.latent_dim)).sigmoid()
 
         # Dis: maximise L_GAN on real vs (detached) reconstructions and prior samples
-        loss_dis = gan_bce(dis(x), 1.0) + 0.5 * (gan_bce(dis(x_rec.detach()), 0.0)
-                                                 + gan_bce(dis(x_p.detach()), 0.0))
+        loss_dis, extra = self.dis_loss(x, x_rec.detach(), x_p.detach())
         self.opt_dis.zero_grad()
         loss_dis.backward()
         self.opt_dis.step()
@@ -131,7 +137,7 @@ class VAEGAN(Experiment):
         self.opt_enc.step()
         self.opt_dec.step()
         out = {"loss_dis": loss_dis.item(), "kl": kl.item(), "llike": llike.item(),
-               "gan_g": gan_g.item()}
+               "gan_g": gan_g.item(), **extra}
 
         if not self.args.no_vae:          # the plain VAE, for comparison
             logits, vmu, vlogvar = self.vae(x)

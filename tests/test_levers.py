@@ -73,14 +73,14 @@ def test_no_lever_given_is_the_shipped_run_number_for_number(shipped, levers, ex
      "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2", "--r1", "1",
      "--r1-every", "2"],
     ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-d", "1e-4",
-     "--ema", "0.99"]],
+     "--ema", "0.99", "--r1", "1", "--r1-every", "2", "--betas", "0,0.99"]],
     ids=["gan", "vaegan"])
 def test_every_lever_trains_and_is_scored(extra, tmp_path, shipped_scorer):
     out = tmp_path / extra[0]
     assert main([extra[0], *_argv(out, *extra[1:])]) == 0
     first, final = _records(out)
     losses = ["loss_d", "loss_g", "r1", "ema0.99_fid", "ema0.995_fid"] if extra[0] == "gan" else \
-        ["loss_dis", "llike", "gan_g", "vaegan_fid"]
+        ["loss_dis", "llike", "gan_g", "r1", "vaegan_fid"]
     assert all(np.isfinite(first[k]) for k in losses), first
     assert final["final"] and sum(final[f"{extra[0]}_class_histogram"]) == 40
 
@@ -89,3 +89,26 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert main([]) == 2 and main(["vae"]) == 2
     assert main(["gan", "--d-dropout", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert "--d-dropout" in capsys.readouterr().err
+    assert main(["vaegan", "--betas", "0.5", "--out", str(tmp_path / "y")]) == 2
+    assert "--betas" in capsys.readouterr().err
+
+
+def test_vaegan_r1_lever_adds_the_penalty_on_every_kth_dis_step_and_betas_reach_all_three():
+    import argparse
+    from models.losses import gan_bce, r1_penalty
+    args = argparse.Namespace(latent_dim=4, width=4, gamma=0.3, beta=1.0, metric_samples=0,
+                              no_vae=True, lr=1e-3, lr_d=1e-4, seed=0, decoder_batchnorm=False,
+                              dcgan_init=False, ema=0.0, r1=3.0, r1_every=2, betas=(0.0, 0.99))
+    mg.manual_seed(5)
+    exp = VAEGANLevers(args, argparse.Namespace(data=None))
+    for opt, lr in ((exp.opt_enc, 1e-3), (exp.opt_dec, 1e-3), (exp.opt_dis, 1e-4)):
+        assert opt.param_groups[0]["betas"] == (0.0, 0.99) and opt.param_groups[0]["lr"] == lr
+    dis = exp.discriminator
+    x, x_rec, x_p = mg.rand(6, 1, 28, 28), mg.rand(6, 1, 28, 28), mg.rand(6, 1, 28, 28)
+    plain = (gan_bce(dis(x), 1.0) + 0.5 * (gan_bce(dis(x_rec), 0.0) + gan_bce(dis(x_p), 0.0)))
+    penalty = r1_penalty(dis, x)[1].item()
+    loss, extra = exp.dis_loss(x, x_rec, x_p)              # Dis step 0: with the penalty
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * 3.0 * 2 * penalty, rel=1e-5)
+    assert extra["r1"] == pytest.approx(2 * penalty, rel=1e-5) and penalty > 0
+    loss, extra = exp.dis_loss(x, x_rec, x_p)              # Dis step 1: without
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6) and extra == {}
