@@ -103,7 +103,7 @@ class GAN(Experiment):
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
     adam = {"bce": (1e-3, 0.0, 0.99), "wgan-gp": (1e-4, 0.0, 0.9)}     # lr, betas by --loss
-    r1_default = 30.0                                                   # gamma, for bce
+    r1_default = 10.0                                                   # gamma, for bce
     lr_help = f"learning rate (default: {adam['bce'][0]:g} for bce; 1e-4 for wgan-gp)"
     checkpoint = ("generator", "discriminator", "opt_g", "opt_d", "steps", "last_g", "progress")
 
