@@ -21,8 +21,8 @@ D's loss adds the R1 penalty (Mescheder et al. 2018) on real images,
 which keeps D flat where the data are, so that D and G settle instead of circling
 their equilibrium. It differentiates through D's input gradient, as WGAN-GP's
 penalty does; it is added on every --r1-every'th D step only, weighted that many
-times (StyleGAN2's lazy regularisation), since the double backward costs more
-than the rest of the step.
+times (StyleGAN2's lazy regularisation), since that second pass through D is
+what the penalty costs.
 
 ``--loss wgan-gp`` (Gulrajani et al. 2017): D is a critic with unbounded scores f,
 
@@ -45,8 +45,9 @@ Architecture (--width w; DCGAN's MNIST setting is w = 64):
        the second conv, for bce only: the gradient penalty is per example)
 Separate Adam optimizers for G and D; for bce the betas (0, 0.99) that StyleGAN2
 trains with beside R1 (Karras et al. 2020): without momentum each step follows
-the game as it is now, not a memory of the opponent's last moves (DCGAN's
-(0.5, 0.999) trained worse with the penalty: README, GAN levers). The learning
+the gradient of the game as it is now, not an average of gradients taken while
+the other network stood elsewhere (DCGAN's (0.5, 0.999) trained worse with the
+penalty: README, GAN levers). The learning
 rate is higher than DCGAN's 2e-4, because a short run needs the faster start
 (--lr-d gives D its own, for two time-scales). The weights start from
 DCGAN's N(0, 0.02) (--init pytorch: the layers' defaults), and the samples come
@@ -97,8 +98,9 @@ class Generator(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
-    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))], non-saturating L_G =
-    -E[log D(G(z))] (from logits); --loss wgan-gp: Wasserstein loss, gradient penalty."""
+    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))] + R1's gamma/2
+    E||grad_x l(x)||^2, non-saturating L_G = -E[log D(G(z))] (from logits);
+    --loss wgan-gp: Wasserstein loss, gradient penalty."""
 
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
@@ -284,8 +286,8 @@ def r1_weight(args):
     critic has its own penalty (--gp-weight)."""
     if args.loss == "wgan-gp":
         if args.r1:
-            raise ValueError("--r1 penalises the bce discriminator: with --loss wgan-gp the "
-                             "critic's penalty is --gp-weight")
+            raise ValueError("--r1 is for --loss bce: the wgan-gp critic has its own "
+                             "penalty, set by --gp-weight")
         return 0.0
     return GAN.r1_default if args.r1 is None else args.r1
 
