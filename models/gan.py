@@ -98,9 +98,8 @@ class Generator(nn.Module):
 
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
-    """DCGAN on MNIST: L_D = -E[log D(x)] - E[log(1 - D(G(z)))] + R1's gamma/2
-    E||grad_x l(x)||^2, non-saturating L_G = -E[log D(G(z))] (from logits);
-    --loss wgan-gp: Wasserstein loss, gradient penalty."""
+    """DCGAN on MNIST: the BCE losses from logits, D's with the R1 penalty and G's
+    non-saturating; --loss wgan-gp: Wasserstein loss, gradient penalty."""
 
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
@@ -111,8 +110,7 @@ class GAN(Experiment):
 
     def __init__(self, args, run):
         super().__init__(args, run)
-        self.n_critic = args.n_critic or (5 if args.loss == "wgan-gp" else 1)
-        self.r1 = r1_weight(args)
+        self.n_critic, self.r1, lr, betas = settings_by_loss(args)
         self.generator = Generator(args.z_dim, args.width)
         self.discriminator = Discriminator(args.width, discriminator_batchnorm(args))
         if args.init == "dcgan":
@@ -120,29 +118,22 @@ class GAN(Experiment):
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
             self.generator_ema = averaged_copy(self.generator, Generator, args.z_dim, args.width)
             self.checkpoint += ("generator_ema",)
-        lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
-                                                            self.adam[args.loss]))
-        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=(b1, b2))
-        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=(b1, b2))
-        # D steps so far; G's last loss (logged until it steps again); [epoch, 12 samples]s
-        self.steps, self.last_g, self.progress = 0, {}, []
+        self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=betas)
+        self.steps, self.last_g, self.progress = 0, {}, []   # D steps, G's last loss, figures
         self.quality = sample_quality(run, args.metric_samples)
-        self.fixed_noise = np.random.default_rng(args.seed).standard_normal(  # the figures'
-            (64, args.z_dim)).astype(np.float32)       # (a host generator: any backend)
 
     def d_loss(self, real, fake):
         """Discriminator / critic loss on a real and a (detached) fake batch."""
-        D, real_target = self.discriminator, 1.0 - self.args.label_smoothing  # one-sided
-        if self.args.loss == "bce":
-            every = self.args.r1_every       # lazy: on D steps 0, k, 2k, ..., weighted k
-            if not self.r1 or self.steps % every:
-                return gan_bce(D(real), real_target) + gan_bce(D(fake), 0.0), {}
-            real_logits, r1 = r1_penalty(D, real)
-            loss = (gan_bce(real_logits, real_target) + gan_bce(D(fake), 0.0)
-                    + 0.5 * self.r1 * every * r1)
-            return loss, {"r1": r1.item() * every}   # an epoch's mean is then r1's mean
-        real_s, fake_s = D(real), D(fake)
-        gp = gradient_penalty(D, real, fake)
+        D, k = self.discriminator, self.args.r1_every
+        if self.args.loss == "bce":       # R1 lazily: on D steps 0, k, 2k, ..., weighted k
+            with_r1 = self.r1 and self.steps % k == 0
+            real_logits, r1 = r1_penalty(D, real) if with_r1 else (D(real), None)
+            loss = gan_bce(real_logits, 1.0 - self.args.label_smoothing) + gan_bce(D(fake), 0.0)
+            if not with_r1:               # (one-sided label smoothing: real -> 1 - s)
+                return loss, {}
+            return loss + 0.5 * self.r1 * k * r1, {"r1": r1.item() * k}  # k x: the mean is r1's
+        real_s, fake_s, gp = D(real), D(fake), gradient_penalty(D, real, fake)
         return wgan_critic_loss(real_s, fake_s) + self.args.gp_weight * gp, {
             "wasserstein": (real_s.mean() - fake_s.mean()).item(), "gp": gp.item()}
 
@@ -164,7 +155,7 @@ class GAN(Experiment):
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
-            self.last_g = {"loss_g": loss_g.item()}
+            self.last_g = {"loss_g": loss_g.item()}      # logged until G steps again
             if self.args.ema:
                 t = self.steps // self.n_critic          # G steps so far: a short early memory
                 ema_update(self.generator_ema, self.generator,
@@ -215,6 +206,13 @@ class GAN(Experiment):
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
+    @property
+    def fixed_noise(self):
+        """The figures' 64 noise vectors, the same at every epoch (from a host generator
+        of the seed's own, so the same on every backend)."""
+        rng = np.random.default_rng(self.args.seed)
+        return rng.standard_normal((64, self.args.z_dim)).astype(np.float32)
+
     def samples(self, n, noise=None, generator=None):
         """n images of G in [0, 1], without a graph. G samples in training mode, as in
         PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
@@ -281,15 +279,19 @@ class GAN(Experiment):
                     title=f"{name} ({self.args.loss}) training curves")
 
 
-def r1_weight(args):
-    """--r1's gamma: GAN.r1_default for bce unless given; refused with wgan-gp, whose
-    critic has its own penalty (--gp-weight)."""
-    if args.loss == "wgan-gp":
-        if args.r1:
-            raise ValueError("--r1 is for --loss bce: the wgan-gp critic has its own "
-                             "penalty, set by --gp-weight")
-        return 0.0
-    return GAN.r1_default if args.r1 is None else args.r1
+def settings_by_loss(args):
+    """What defaults by --loss, unless given: (D steps per G step, R1's gamma, Adam's
+    lr, Adam's betas). bce: 1, GAN.r1_default and GAN.adam["bce"]; wgan-gp: Algorithm
+    1's 5 critic steps and optimiser, and no R1 (its critic has --gp-weight instead,
+    so --r1 with it is refused)."""
+    wgan = args.loss == "wgan-gp"
+    if wgan and args.r1:
+        raise ValueError("--r1 is for --loss bce: the wgan-gp critic has its own "
+                         "penalty, set by --gp-weight")
+    r1 = 0.0 if wgan else (GAN.r1_default if args.r1 is None else args.r1)
+    lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
+                                                        GAN.adam[args.loss]))
+    return args.n_critic or (5 if wgan else 1), r1, lr, (b1, b2)
 
 
 def discriminator_batchnorm(args):
