@@ -192,11 +192,11 @@ class VAEGANLevers(vaegan.VAEGAN):
                 group = opt.param_groups[0]
                 setattr(self, name, optim.Adam(group["params"], lr=group["lr"],
                                                betas=args.betas))
-        self.dis_steps = 0
+        self.steps = 0                  # training steps so far: one Dis step each
+        self.checkpoint += ("steps",)
         if args.ema:
             self.vaegan_ema = averaged_copy(m, self.same_model)
-            self.ema_steps = 0
-            self.checkpoint += ("vaegan_ema", "ema_steps")
+            self.checkpoint += ("vaegan_ema",)
 
     def batchnorm_decoder(self):
         """The GAN's generator without its tanh (Dec gives logits)."""
@@ -211,8 +211,7 @@ class VAEGANLevers(vaegan.VAEGAN):
 
     def dis_loss(self, x, x_rec, x_p):
         every = self.args.r1_every      # as the GAN's d_loss: Dis steps 0, k, 2k, ...
-        self.dis_steps += 1
-        if not self.args.r1 or (self.dis_steps - 1) % every:
+        if not self.args.r1 or self.steps % every:
             return super().dis_loss(x, x_rec, x_p)
         dis = self.discriminator
         real_logits, r1 = r1_penalty(dis, x)
@@ -223,9 +222,9 @@ class VAEGANLevers(vaegan.VAEGAN):
 
     def train_step(self, x, y):
         out = super().train_step(x, y)
+        self.steps += 1
         if self.args.ema:               # the GAN's schedule: a short memory at first
-            self.ema_steps += 1
-            t = self.ema_steps
+            t = self.steps
             ema_update(self.vaegan_ema, self.vaegan, min(self.args.ema, (1 + t) / (10 + t)))
         return out
 

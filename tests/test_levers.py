@@ -110,5 +110,6 @@ def test_vaegan_r1_lever_adds_the_penalty_on_every_kth_dis_step_and_betas_reach_
     loss, extra = exp.dis_loss(x, x_rec, x_p)              # Dis step 0: with the penalty
     assert loss.item() == pytest.approx(plain.item() + 0.5 * 3.0 * 2 * penalty, rel=1e-5)
     assert extra["r1"] == pytest.approx(2 * penalty, rel=1e-5) and penalty > 0
+    exp.steps = 1                                           # (train_step counts them)
     loss, extra = exp.dis_loss(x, x_rec, x_p)              # Dis step 1: without
     assert loss.item() == pytest.approx(plain.item(), rel=1e-6) and extra == {}
