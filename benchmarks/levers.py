@@ -9,7 +9,8 @@ models/vaegan.py's VAEGAN) with the lever's flags added; with none of them given
 the run is the shipped default, number for number. Runs write runs/gan-<flags>/ and
 runs/vaegan-<flags>/ as the models do.
 
-GAN levers:
+GAN levers (measured on the unconditional GAN, before --clusters: add --clusters 0
+to rerun the README's rows; --pack needs it):
     --lr-schedule linear   both learning rates fall linearly to 0 over the run's steps
     --g-width W            G's width apart from D's (--width)
     --spectral-norm        D's conv and linear weights divided by their largest singular
@@ -94,8 +95,11 @@ class GANLevers(gan.GAN):
         g_width = args.width = args.g_width or d_width
         super().__init__(args, run)             # G (and its averages) at --g-width
         args.width = d_width
+        if args.pack > 1 and args.clusters:
+            raise ValueError("--pack judges images of different clusters together: use it "
+                             "with --clusters 0")
         if args.g_width or args.spectral_norm or args.d_dropout or args.pack > 1:
-            d = Discriminator(d_width, gan.discriminator_batchnorm(args))
+            d = Discriminator(d_width, gan.discriminator_batchnorm(args), args.clusters)
             if args.pack > 1:           # D's first conv sees --pack images as channels
                 d.body[0] = nn.Conv2d(args.pack, d_width, 4, stride=2, padding=1)
             if args.init == "dcgan":
@@ -112,7 +116,7 @@ class GANLevers(gan.GAN):
         self.initial_lrs = [(o, o.param_groups[0]["lr"]) for o in (self.opt_g, self.opt_d)]
         self.total_steps = args.epochs * math.ceil(len(run.data.train_x) / args.batch_size)
         self.extra_emas = {decay: averaged_copy(self.generator, gan.Generator, args.z_dim,
-                                                g_width)
+                                                g_width, args.clusters)
                            for decay in args.extra_emas}
 
     def packed(self, images):
@@ -122,13 +126,13 @@ class GANLevers(gan.GAN):
         b = images.shape[0] // k * k
         return images[:b].reshape(b // k, k, *images.shape[2:])
 
-    def d_loss(self, real, fake):
+    def d_loss(self, real, fake, clusters=None):
         if self.args.pack > 1:
             real, fake = self.packed(real), self.packed(fake)
-        return super().d_loss(real, fake)
+        return super().d_loss(real, fake, clusters)
 
-    def g_loss(self, fake):
-        return super().g_loss(self.packed(fake) if self.args.pack > 1 else fake)
+    def g_loss(self, fake, clusters=None):
+        return super().g_loss(self.packed(fake) if self.args.pack > 1 else fake, clusters)
 
     def train_step(self, x, y):
         if self.args.lr_schedule == "linear":

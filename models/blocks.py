@@ -7,9 +7,12 @@
   one in pytorch/examples' layout (fc1, fc21, fc22, fc3, fc4), or a conv one;
 - ``PixelLikelihood``: the decoder's P(x|h), Bernoulli or the slide's Gaussian;
 - ``Discriminator``: strided convolutions to one logit, whose conv features are
-  the VAE-GAN's Dis_l (the GAN, the VAE-GAN);
+  the VAE-GAN's Dis_l (the GAN, the VAE-GAN), optionally a projection
+  discriminator of an image and its cluster (the GAN);
 - ``dcgan_init``, ``averaged_copy`` and ``ema_update``: DCGAN's initialisation and a
   moving average of a generator's weights (the GAN);
+- ``kmeans`` and ``Clusters``: the k-means clusters of the training images that the
+  GAN's networks are conditioned on;
 - ``ConvNet``: the toolkit classifier (the classifier, the sample-quality
   metrics, transfer learning's pretrained trunk).
 """
@@ -252,21 +255,33 @@ class Discriminator(nn.Module):
     """x (B, 1, 28, 28) -> conv 4x4/2 -> LeakyReLU(0.2) -> (w, 14, 14) -> conv 4x4/2
     [-> BatchNorm] -> LeakyReLU -> (2w, 7, 7) = ``features(x)`` -> Linear -> one logit
     (B, 1). ``batchnorm``: as in DCGAN's D, after the second conv only; off by default,
-    and for a gradient penalty, which is per example (BatchNorm couples a batch)."""
+    and for a gradient penalty, which is per example (BatchNorm couples a batch).
 
-    def __init__(self, width=32, batchnorm=False):
+    ``n_clusters`` > 0 makes it a projection discriminator (Miyato & Koyama 2018)
+    of an image and its cluster k: D(x, k) = Linear(phi(x)) + e_k . phi(x), with
+    phi(x) the flattened features and e_k row k of an embedding, zero at the start
+    (so D starts as the unconditional one)."""
+
+    def __init__(self, width=32, batchnorm=False, n_clusters=0):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
             *([nn.BatchNorm2d(2 * width)] if batchnorm else []), nn.LeakyReLU(0.2))
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+        if n_clusters:
+            self.embed = nn.Embedding(n_clusters, 2 * width * 7 * 7)
+            nn.init.zeros_(self.embed.weight)
 
     def features(self, x):
         return self.body(x)
 
-    def forward(self, x):
-        return self.head(self.body(x))
+    def forward(self, x, k=None):
+        phi = self.body(x)
+        if k is None:
+            return self.head(phi)
+        projection = (self.embed(k) * phi.reshape(phi.shape[0], -1)).sum(axis=1, keepdims=True)
+        return self.head(phi) + projection
 
 
 # ----------------------------------------------------------------------------- GAN training aids
@@ -304,6 +319,75 @@ def ema_update(average, module, decay):
             a.mul_(decay).add_(p, alpha=1.0 - decay)
         for a, b in zip(average.buffers(), module.buffers()):
             a.data = b.data
+
+
+def kmeans(x, k, iters=50):
+    """Lloyd's k-means of the rows of ``x`` (N, d): the centres (k, d).
+
+    Seeding is k-means++ (Arthur & Vassilvitskii 2007): the first centre is a row
+    drawn uniformly, each next one a row drawn with probability proportional to its
+    squared distance from the nearest centre so far. Then, until no row changes
+    cluster (at most ``iters`` rounds), every row joins its nearest centre and every
+    centre moves to the mean of its rows (an empty cluster's centre stays). The
+    draws come from the backend's generator."""
+    n = x.shape[0]
+    if not 0 < k <= n:
+        raise ValueError(f"kmeans: k must be between 1 and the {n} rows, got {k}")
+    with no_grad():
+        x = x.detach()
+        row_sq = (x * x).sum(axis=1).reshape(n, 1)
+
+        def sq_dists(c):                       # (n, m): ||x_i - c_j||^2
+            return (row_sq - 2.0 * (x @ c.T) + (c * c).sum(axis=1).reshape(1, -1)).clamp(min=0.0)
+
+        first = int(mg.randint(0, n, (1,)).item())
+        centres = x[first:first + 1]
+        nearest = sq_dists(centres).reshape(n)
+        for _ in range(1, k):
+            cumulative = nearest.cumsum(0)
+            i = min(int((mg.rand(1) * cumulative[-1] >= cumulative).sum().item()), n - 1)
+            centres = mg.cat([centres, x[i:i + 1]], axis=0)
+            nearest = mg.minimum(nearest, sq_dists(x[i:i + 1]).reshape(n))
+        assignment = None
+        for _ in range(iters):
+            new = sq_dists(centres).argmin(axis=1)
+            if assignment is not None and bool((new == assignment).all().item()):
+                break
+            assignment = new
+            members = mg.functional.one_hot(assignment, k).astype(x.dtype)   # (n, k)
+            counts = members.sum(axis=0).reshape(k, 1)
+            means = (members.T @ x) / counts.clamp(min=1.0)
+            centres = mg.where(counts > 0, means, centres)
+    return centres
+
+
+class Clusters(nn.Module):
+    """The k-means clusters of a set of images, which the GAN's generator and
+    discriminator are conditioned on (--clusters): ``assign(x)`` gives each image
+    the index of its nearest centre, ``sample(n)`` draws n indices with the shares
+    of the images that the clusters were fitted to. The centres and the counts are
+    buffers, so a checkpoint holds them."""
+
+    def __init__(self, images, k, iters=50):
+        super().__init__()
+        self.register_buffer("centres", kmeans(images.reshape(images.shape[0], -1), k, iters))
+        counts = mg.functional.one_hot(self.assign(images), k).sum(axis=0)
+        self.register_buffer("counts", counts.astype(self.centres.dtype))
+
+    def assign(self, images):
+        """(B, ...) images -> (B,) int64: the nearest centre's index."""
+        x = images.detach().reshape(images.shape[0], -1)
+        c = self.centres
+        with no_grad():        # ||x - c||^2 less ||x||^2, which is the same for every c
+            return ((c * c).sum(axis=1).reshape(1, -1) - 2.0 * (x @ c.T)).argmin(axis=1)
+
+    def sample(self, n):
+        """(n,) int64 cluster indices, k drawn with probability counts[k] / sum(counts),
+        from the backend's generator."""
+        with no_grad():
+            cumulative = self.counts.cumsum(0)
+            u = mg.rand(n, 1, dtype=cumulative.dtype.name) * cumulative[-1]
+            return (u >= cumulative.reshape(1, -1)).sum(axis=1)
 
 
 # ----------------------------------------------------------------------------- the classifier

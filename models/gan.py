@@ -24,6 +24,25 @@ penalty does; it is added on every --r1-every'th D step only, weighted that many
 times (StyleGAN2's lazy regularisation), since that second pass through D is
 what the penalty costs.
 
+Both networks are told which k-means cluster of the training images an image
+belongs to (--clusters K, 50 by default; 0 gives the lecture's unconditional GAN),
+as in the self-conditioned GAN of Liu et al. 2020, with clusters fitted once, to
+the pixels, before training (models/blocks.py's kmeans; no labels are used). With
+c(x) the cluster of image x and p(k) the clusters' shares of the training images,
+the game is the same one, played on pairs (image, cluster):
+
+    min_G max_D  E_x[log D(x, c(x))] + E_{k~p(k), z}[log(1 - D(G(z, k), k))]
+
+G(z, k) reads k as a one-hot vector beside z, and D(x, k) is a projection
+discriminator (Miyato & Koyama 2018): its logit plus e_k . phi(x), for D's
+features phi(x) and a learned embedding e_k. Its optimum is the same too: G(z, k)
+draws the images of cluster k, so G draws every part of the data in its share.
+Why it helps: D judges one image at a time, so it tells G only weakly that G
+draws some digit too rarely (the unconditional GAN's D rated real 6s no higher
+than other digits while G drew too few 6s: README); told the cluster, it judges
+"is this a good member of cluster k" for clusters that G must all draw. In training the fakes take the real batch's clusters (a draw from
+p(k)); samples draw k ~ p(k).
+
 ``--loss wgan-gp`` (Gulrajani et al. 2017): D is a critic with unbounded scores f,
 
     L_D = E_z[f(G(z))] - E_x[f(x)] + lambda E_xhat[(||grad_xhat f(xhat)||_2 - 1)^2]
@@ -40,9 +59,11 @@ rather than reusing the fakes that the discriminator's step saw.
 Architecture (--width w; DCGAN's MNIST setting is w = 64):
     G: z (--z-dim) -> Linear -> BN -> ReLU -> (2w, 7, 7) -> ConvT 4x4/2 -> BN -> ReLU
        -> (w, 14, 14) -> ConvT 4x4/2 -> (1, 28, 28) -> tanh        (images scaled to [-1, 1])
+    G(z, k): the one-hot cluster k (--clusters entries) beside z at the Linear's input
     D: models/blocks.py's Discriminator: two strided convs with LeakyReLU(0.2), then a
-       linear layer to one logit; no BatchNorm by default (--d-batchnorm: DCGAN's after
-       the second conv, for bce only: the gradient penalty is per example)
+       linear layer to one logit, plus the cluster's projection; no BatchNorm by
+       default (--d-batchnorm: DCGAN's after the second conv, for bce only: the
+       gradient penalty is per example)
 Separate Adam optimizers for G and D; for bce the betas (0, 0.99) that StyleGAN2
 trains with beside R1 (Karras et al. 2020): without momentum each step follows
 the gradient of the game as it is now, not an average of gradients taken while
@@ -64,12 +85,15 @@ scorer): the classifier-FID, inception score and rarest class's share of
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np  # host-side: the figures' fixed noise (arrays from Tensor.numpy())
 
 import minigrad as mg
 from minigrad import nn, optim
-from models.blocks import Discriminator, averaged_copy, dcgan_init, ema_update
-from models.cli import Experiment, non_negative_float, number, positive_int, run_cli
+from models.blocks import Clusters, Discriminator, averaged_copy, dcgan_init, ema_update
+from models.cli import (Experiment, non_negative_float, non_negative_int, number, positive_int,
+                        run_cli)
 from models.evaluation import generate
 from models.figures import draw_curves, draw_rows, progress_rows
 from models.losses import (gan_bce, gan_generator_loss, gradient_penalty, r1_penalty,
@@ -80,26 +104,30 @@ from models.metrics import (add_sample_quality_argument, draw_class_histograms,
 
 # ----------------------------------------------------------------------------- the model
 class Generator(nn.Module):
-    """z (B, z_dim) -> images (B, 1, 28, 28) in [-1, 1] (tanh)."""
+    """z (B, z_dim) -> images (B, 1, 28, 28) in [-1, 1] (tanh); G(z, k) with n_clusters
+    reads cluster k as a one-hot vector beside z (a conditional GAN's generator)."""
 
-    def __init__(self, z_dim=64, width=32):
+    def __init__(self, z_dim=64, width=32, n_clusters=0):
         super().__init__()
-        c = 2 * width
+        c, self.n_clusters = 2 * width, n_clusters
         self.net = nn.Sequential(
-            nn.Linear(z_dim, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7), nn.ReLU(),
-            nn.Unflatten(1, (c, 7, 7)),
+            nn.Linear(z_dim + n_clusters, c * 7 * 7, bias=False), nn.BatchNorm1d(c * 7 * 7),
+            nn.ReLU(), nn.Unflatten(1, (c, 7, 7)),
             nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Tanh())
 
-    def forward(self, z):
+    def forward(self, z, k=None):
+        if k is not None:
+            z = mg.cat([z, nn.functional.one_hot(k, self.n_clusters).astype(z.dtype)], axis=1)
         return self.net(z)
 
 
 # ----------------------------------------------------------------------------- training
 class GAN(Experiment):
-    """DCGAN on MNIST: the BCE losses from logits, D's with the R1 penalty and G's
-    non-saturating; --loss wgan-gp: Wasserstein loss, gradient penalty."""
+    """DCGAN on MNIST, G and D told the image's k-means cluster: the BCE losses from
+    logits, D's with the R1 penalty and G's non-saturating; --loss wgan-gp:
+    Wasserstein loss, gradient penalty."""
 
     name = "gan"
     defaults = dict(epochs=16, batch_size=32, lr=None)
@@ -111,21 +139,48 @@ class GAN(Experiment):
     def __init__(self, args, run):
         super().__init__(args, run)
         self.n_critic, self.r1, lr, betas = settings_by_loss(args)
-        self.generator = Generator(args.z_dim, args.width)
-        self.discriminator = Discriminator(args.width, discriminator_batchnorm(args))
+        self.clusters = training_clusters(args, run)   # the training images' k-means clusters
+        if self.clusters is not None:
+            self.checkpoint += ("clusters",)
+        shape = (args.z_dim, args.width, args.clusters)
+        self.generator = Generator(*shape)
+        self.discriminator = Discriminator(args.width, discriminator_batchnorm(args), args.clusters)
         if args.init == "dcgan":
             self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
-            self.generator_ema = averaged_copy(self.generator, Generator, args.z_dim, args.width)
+            self.generator_ema = averaged_copy(self.generator, Generator, *shape)
             self.checkpoint += ("generator_ema",)
         self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=betas)
         self.steps, self.last_g, self.progress = 0, {}, []   # D steps, G's last loss, figures
         self.quality = sample_quality(run, args.metric_samples)
 
-    def d_loss(self, real, fake):
-        """Discriminator / critic loss on a real and a (detached) fake batch."""
-        D, k = self.discriminator, self.args.r1_every
+    def train_step(self, x, y):
+        real = x * 2.0 - 1.0                                  # [0, 1] -> G's tanh range
+        k = self.clusters.assign(x) if self.args.clusters else None  # the fakes' clusters too
+        fake = self.generator(mg.randn(x.shape[0], self.args.z_dim), k)
+        loss_d, extra = self.d_loss(real, fake.detach(), k)   # no gradient reaches G
+        self.opt_d.zero_grad()
+        loss_d.backward()
+        self.opt_d.step()
+        self.steps += 1
+        if self.steps % self.n_critic == 0 or not self.last_g:
+            # G follows the D that just moved, on fresh z (D's grads: cleared next step)
+            loss_g = self.g_loss(self.generator(mg.randn(x.shape[0], self.args.z_dim), k), k)
+            self.opt_g.zero_grad()
+            loss_g.backward()
+            self.opt_g.step()
+            self.last_g = {"loss_g": loss_g.item()}      # logged until G steps again
+            if self.args.ema:
+                t = self.steps // self.n_critic          # G steps so far: a short early memory
+                ema_update(self.generator_ema, self.generator,
+                           min(self.args.ema, (1 + t) / (10 + t)))
+        return {"loss_d": loss_d.item(), **self.last_g, **extra}
+
+    def d_loss(self, real, fake, clusters=None):
+        """Discriminator / critic loss on a real and a (detached) fake batch of the same
+        clusters (none without --clusters)."""
+        D, k = partial(self.discriminator, k=clusters), self.args.r1_every
         if self.args.loss == "bce":       # R1 lazily: on D steps 0, k, 2k, ..., weighted k
             with_r1 = self.r1 and self.steps % k == 0
             real_logits, r1 = r1_penalty(D, real) if with_r1 else (D(real), None)
@@ -137,30 +192,9 @@ class GAN(Experiment):
         return wgan_critic_loss(real_s, fake_s) + self.args.gp_weight * gp, {
             "wasserstein": (real_s.mean() - fake_s.mean()).item(), "gp": gp.item()}
 
-    def g_loss(self, fake):
+    def g_loss(self, fake, clusters=None):
         loss = gan_generator_loss if self.args.loss == "bce" else wgan_generator_loss
-        return loss(self.discriminator(fake))
-
-    def train_step(self, x, y):
-        real = x * 2.0 - 1.0                                  # [0, 1] -> G's tanh range
-        fake = self.generator(mg.randn(x.shape[0], self.args.z_dim))
-        loss_d, extra = self.d_loss(real, fake.detach())      # no gradient reaches G
-        self.opt_d.zero_grad()
-        loss_d.backward()
-        self.opt_d.step()
-        self.steps += 1
-        if self.steps % self.n_critic == 0 or not self.last_g:
-            # G follows the D that just moved, on fresh z (D's grads: cleared next step)
-            loss_g = self.g_loss(self.generator(mg.randn(x.shape[0], self.args.z_dim)))
-            self.opt_g.zero_grad()
-            loss_g.backward()
-            self.opt_g.step()
-            self.last_g = {"loss_g": loss_g.item()}      # logged until G steps again
-            if self.args.ema:
-                t = self.steps // self.n_critic          # G steps so far: a short early memory
-                ema_update(self.generator_ema, self.generator,
-                           min(self.args.ema, (1 + t) / (10 + t)))
-        return {"loss_d": loss_d.item(), **self.last_g, **extra}
+        return loss(self.discriminator(fake, clusters))
 
     @staticmethod
     def add_arguments(parser):
@@ -203,27 +237,46 @@ class GAN(Experiment):
                             help="lambda of the gradient penalty (wgan-gp)")
         parser.add_argument("--n-critic", type=positive_int, default=None,
                             help="D steps per G step (default: 1 for bce, 5 for wgan-gp)")
+        parser.add_argument("--clusters", type=non_negative_int, default=50,
+                            help="G and D are told which of this many k-means clusters of the "
+                                 "training images (no labels) an image belongs to, and G's "
+                                 "clusters are drawn with their shares of the data, so G "
+                                 "cannot leave a part of the data out (0: the lecture's "
+                                 "unconditional GAN)")
         add_sample_quality_argument(parser)
 
     # ------------------------------------------------------------------------- evaluation
     @property
     def fixed_noise(self):
-        """The figures' 64 noise vectors, the same at every epoch (from a host generator
-        of the seed's own, so the same on every backend)."""
+        """The figures' 64 noise vectors and, with --clusters, their 64 clusters (drawn
+        with the clusters' shares), the same at every epoch: from a host generator of
+        the seed's own, so the same on every backend."""
         rng = np.random.default_rng(self.args.seed)
-        return rng.standard_normal((64, self.args.z_dim)).astype(np.float32)
+        z = rng.standard_normal((64, self.args.z_dim)).astype(np.float32)
+        if self.clusters is None:
+            return self.run.tensor(z), None
+        counts = self.clusters.counts.numpy()
+        k = rng.choice(len(counts), size=64, p=counts / counts.sum())
+        return self.run.tensor(z), self.run.tensor(k)
 
-    def samples(self, n, noise=None, generator=None):
-        """n images of G in [0, 1], without a graph. G samples in training mode, as in
-        PyTorch's DCGAN example: BatchNorm normalises with the noise batch's own
-        statistics, since the running averages lag behind a generator that changes
-        quickly in a short run (in eval mode the early samples came out washed out)."""
+    def samples(self, n, noise=None, clusters=None, generator=None):
+        """n images of G in [0, 1], without a graph, from ``noise`` (or z ~ N(0, I)); with
+        --clusters, from ``clusters`` (n of them, or clusters drawn with their shares of
+        the training images). G samples in training mode, as in PyTorch's DCGAN example:
+        BatchNorm normalises with the noise batch's own statistics, since the running
+        averages lag behind a generator that changes quickly in a short run (in eval
+        mode the early samples came out washed out)."""
         g = generator if generator is not None else \
             (self.generator_ema if self.args.ema else self.generator)
-        return generate(lambda z: (g(z) + 1.0) * 0.5, n, self.args.z_dim, noise)
+        if clusters is not None:             # given: one batch, so they stay with their z
+            return generate(lambda z: (g(z, clusters) + 1.0) * 0.5, n, self.args.z_dim,
+                            noise, batch_size=n)
+        draw = self.clusters.sample if self.clusters is not None else lambda n: None
+        return generate(lambda z: (g(z, draw(z.shape[0])) + 1.0) * 0.5, n, self.args.z_dim,
+                        noise)
 
     def evaluate(self, epoch):
-        self._grid = self.samples(64, self.run.tensor(self.fixed_noise)).numpy()
+        self._grid = self.samples(64, *self.fixed_noise).numpy()
         self.progress.append([epoch, self._grid[:12]])
         if self.quality is None:
             return {}
@@ -255,7 +308,7 @@ class GAN(Experiment):
         run, name = self.run, self.name
         grid = getattr(self, "_grid", None)
         if grid is None:                      # a resumed run with no epoch left
-            grid = self.samples(64, run.tensor(self.fixed_noise)).numpy()
+            grid = self.samples(64, *self.fixed_noise).numpy()
         draw_rows(run, f"{name}_samples.png", [grid[i * 8:(i + 1) * 8] for i in range(8)],
                   title=f"{name} ({self.args.loss}): G(z) of 64 fixed z after epoch {epoch}")
         if not final:
@@ -292,6 +345,17 @@ def settings_by_loss(args):
     lr, b1, b2 = (d if a is None else a for a, d in zip((args.lr, args.beta1, args.beta2),
                                                         GAN.adam[args.loss]))
     return args.n_critic or (5 if wgan else 1), r1, lr, (b1, b2)
+
+
+def training_clusters(args, run):
+    """--clusters k: the k-means clusters of the training images (None for 0)."""
+    if not args.clusters:
+        return None
+    n = len(run.data.train_x)
+    if args.clusters > n:
+        raise ValueError(f"--clusters {args.clusters} is more than the {n} training images: "
+                         f"ask for at most {n} (0: none)")
+    return Clusters(run.tensor(run.data.train_x), args.clusters)
 
 
 def discriminator_batchnorm(args):

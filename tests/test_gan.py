@@ -211,7 +211,7 @@ def _finite(records, keys):
 def _gan_args(**kw):
     a = dict(z_dim=8, width=4, n_critic=None, metric_samples=0, beta1=None, beta2=None,
              lr=None, loss="bce", gp_weight=10.0, seed=0, init="pytorch", label_smoothing=0.0,
-             ema=0.0, lr_d=None, d_batchnorm=False, r1=None, r1_every=4)
+             ema=0.0, lr_d=None, d_batchnorm=False, r1=None, r1_every=4, clusters=0)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -241,14 +241,14 @@ def test_the_generator_step_draws_fresh_noise(loss):
     calls, judged = [], []
     forward = exp.generator.forward
 
-    def spy_forward(z):
-        out = forward(z)
+    def spy_forward(z, k=None):
+        out = forward(z, k)
         calls.append((z.numpy().copy(), out))
         return out
 
     g_loss = exp.g_loss
     exp.generator.forward = spy_forward
-    exp.g_loss = lambda fake: judged.append(fake) or g_loss(fake)
+    exp.g_loss = lambda fake, k=None: judged.append(fake) or g_loss(fake, k)
     x = mg.rand(6, 1, 28, 28)
     exp.train_step(x, None)               # the first step: D, then G (no G loss yet)
     assert len(calls) == 2 and len(judged) == 1
@@ -386,7 +386,8 @@ def test_wgan_gp_trains_without_nans(tmp_path):
 @pytest.mark.parametrize("bad", [["--loss", "hinge"], ["--width", "0"], ["--n-critic", "0"],
                                  ["--metric-samples", "1"], ["--epochs", "-1"], ["--lr-d", "0"],
                                  ["--loss", "wgan-gp", "--d-batchnorm"], ["--r1", "-1"],
-                                 ["--loss", "wgan-gp", "--r1", "1"], ["--r1-every", "0"]])
+                                 ["--loss", "wgan-gp", "--r1", "1"], ["--r1-every", "0"],
+                                 ["--clusters", "-1"], ["--clusters", "8001"]])
 def test_gan_cli_bad_arguments_exit_2(bad, tmp_path, capsys):
     from models.gan import GAN
     assert run_cli(GAN, ["--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
@@ -533,3 +534,108 @@ def test_the_moving_average_of_g_draws_nothing_and_follows_its_formula():
         ema_update(avg, g, 0.9)
         for a, p, s in zip(avg.parameters(), g.parameters(), start):
             np.testing.assert_allclose(a.numpy(), 0.9 * s + 0.1 * p.numpy(), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- --clusters
+def _blobs(rng, k=4, per=30, d=6, spread=0.3):
+    centres = 20.0 * np.eye(k, d)                   # 20 apart, against a spread of 0.3
+    labels = np.repeat(np.arange(k), per)
+    return (centres[labels] + spread * rng.normal(size=(k * per, d))).astype(np.float64), labels
+
+
+def test_kmeans_ends_at_lloyds_fixed_point_and_finds_separated_blobs(backend_name):
+    """Every centre is the mean of the rows nearest to it (Lloyd's fixed point, checked
+    with loops on the host), and four well-separated blobs come out as the four
+    clusters (k-means++ seeds one centre per blob)."""
+    from models.blocks import kmeans
+    x, labels = _blobs(np.random.default_rng(1))
+    mg.manual_seed(0)
+    c = kmeans(_t(x), 4).numpy()
+    d = ((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
+    nearest = d.argmin(axis=1)
+    for j in range(4):
+        np.testing.assert_allclose(c[j], x[nearest == j].mean(axis=0), rtol=1e-10, atol=1e-10)
+    pairs = {(a, b) for a, b in zip(labels, nearest)}
+    assert len(pairs) == 4 and len({b for _, b in pairs}) == 4    # one cluster per blob
+    with pytest.raises(ValueError, match="between 1 and"):
+        kmeans(_t(x), len(x) + 1)
+
+
+def test_kmeans_one_round_is_one_lloyd_update_of_kmeans_plus_plus_seeds():
+    """iters=1: the seeds' assignment, then each centre the mean of its rows; the seeds
+    are rows of x, pairwise distinct on these data (k-means++ never picks a row twice
+    where the distance is 0)."""
+    from models.blocks import kmeans
+    x, _ = _blobs(np.random.default_rng(2), k=3, per=20)
+    mg.manual_seed(3)
+    seeds = kmeans(_t(x), 5, iters=0).numpy()
+    assert all(any(np.array_equal(s, r) for r in x) for s in seeds)
+    assert len({tuple(s) for s in seeds}) == 5
+    mg.manual_seed(3)
+    once = kmeans(_t(x), 5, iters=1).numpy()
+    nearest = ((x[:, None, :] - seeds[None]) ** 2).sum(axis=2).argmin(axis=1)
+    want = np.array([x[nearest == j].mean(axis=0) if (nearest == j).any() else seeds[j]
+                     for j in range(5)])
+    np.testing.assert_allclose(once, want, rtol=1e-10, atol=1e-10)
+
+
+def test_clusters_assign_the_nearest_centre_and_sample_with_the_counts_shares():
+    from models.blocks import Clusters
+    x, _ = _blobs(np.random.default_rng(4))
+    mg.manual_seed(0)
+    clusters = Clusters(_t(x.reshape(len(x), 1, 2, 3)), 4)
+    c = clusters.centres.numpy()
+    brute = np.array([min(range(4), key=lambda j: ((row - c[j]) ** 2).sum()) for row in x])
+    np.testing.assert_array_equal(clusters.assign(_t(x)).numpy(), brute)
+    np.testing.assert_array_equal(clusters.counts.numpy(), np.bincount(brute, minlength=4))
+    clusters.counts = _t([0.0, 1.0, 3.0, 0.0])
+    mg.manual_seed(5)
+    draws = clusters.sample(40000).numpy()
+    shares = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(shares, [0.0, 0.25, 0.75, 0.0], atol=0.01)
+    assert shares[0] == shares[3] == 0.0                    # an empty cluster is never drawn
+    assert set(Clusters(_t(x), 4).state_dict()) == {"centres", "counts"}
+
+
+def test_projection_discriminator_adds_the_clusters_embedding_dotted_with_its_features():
+    """D(x, k) = Linear(phi(x)) + e_k . phi(x), with e = 0 at the start (D(x, k) = D(x));
+    its input gradient against central differences (float64)."""
+    from models.blocks import Discriminator
+    mg.manual_seed(0)
+    D = Discriminator(2, n_clusters=3).double()
+    x = mg.rand(4, 1, 28, 28, dtype="float64")
+    k = mg.from_numpy(np.array([0, 2, 2, 1]))
+    np.testing.assert_array_equal(D(x, k).numpy(), D(x).numpy())
+    D.embed.weight.data = mg.randn(3, 2 * 2 * 7 * 7, dtype="float64").data
+    phi = D.features(x).numpy().reshape(4, -1)
+    want = D(x).numpy()[:, 0] + (D.embed.weight.numpy()[k.numpy()] * phi).sum(axis=1)
+    np.testing.assert_allclose(D(x, k).numpy()[:, 0], want, rtol=1e-10)
+    assert mg.gradcheck(lambda inp: D(inp, k), (x.requires_grad_(True),))
+
+
+def test_with_clusters_the_fakes_take_the_real_batchs_clusters_in_both_steps():
+    """train_step: k = the nearest centres of the real batch; G draws the D step's fakes
+    and the G step's fresh fakes for those k, and D judges real and fake with them."""
+    from models.blocks import Clusters
+    from models.gan import GAN
+    mg.manual_seed(0)
+    images = mg.rand(40, 1, 28, 28).numpy()
+    run = argparse.Namespace(data=argparse.Namespace(train_x=images),
+                             tensor=lambda a: mg.from_numpy(np.asarray(a)))
+    exp = GAN(_gan_args(clusters=5), run)
+    assert isinstance(exp.clusters, Clusters) and "clusters" in exp.checkpoint
+    assert exp.generator.net[0].in_features == 8 + 5
+    seen = {"G": [], "D": []}
+    g_forward, d_forward = exp.generator.forward, exp.discriminator.forward
+    exp.generator.forward = lambda z, k=None: seen["G"].append(k.numpy()) or g_forward(z, k)
+    exp.discriminator.forward = lambda x, k=None: seen["D"].append(k.numpy()) or d_forward(x, k)
+    x = mg.from_numpy(images[:6])
+    exp.train_step(x, None)
+    want = exp.clusters.assign(x).numpy()
+    assert len(seen["G"]) == 2 and len(seen["D"]) == 3      # D: real, fake; then G's fake
+    for k in seen["G"] + seen["D"]:
+        np.testing.assert_array_equal(k, want)
+    z, k = exp.fixed_noise
+    assert z.shape == (64, 8) and k.shape == (64,) and exp.samples(64, z, k).shape == \
+        (64, 1, 28, 28)
+    assert exp.samples(7).shape == (7, 1, 28, 28)

@@ -71,7 +71,7 @@ def test_no_lever_given_is_the_shipped_run_number_for_number(shipped, levers, ex
 @pytest.mark.parametrize("extra", [
     ["gan", "--z-dim", "8", "--spectral-norm", "--d-dropout", "0.2", "--g-width", "6",
      "--lr-schedule", "linear", "--extra-emas", "0.99,0.995", "--pack", "2", "--r1", "1",
-     "--r1-every", "2"],
+     "--r1-every", "2", "--clusters", "0"],           # as measured: before --clusters
     ["vaegan", "--latent-dim", "4", "--decoder-batchnorm", "--dcgan-init", "--lr-d", "1e-4",
      "--ema", "0.99", "--r1", "1", "--r1-every", "2", "--betas", "0,0.99"]],
     ids=["gan", "vaegan"])
@@ -91,6 +91,8 @@ def test_an_unknown_experiment_or_bad_lever_exits_2(tmp_path, capsys):
     assert "--d-dropout" in capsys.readouterr().err
     assert main(["vaegan", "--betas", "0.5", "--out", str(tmp_path / "y")]) == 2
     assert "--betas" in capsys.readouterr().err
+    assert main(["gan", "--pack", "2", "--out", str(tmp_path / "z")]) == 2   # with --clusters
+    assert "--clusters 0" in capsys.readouterr().err
 
 
 def test_vaegan_r1_lever_adds_the_penalty_on_every_kth_dis_step_and_betas_reach_all_three():
