@@ -321,6 +321,12 @@ def ema_update(average, module, decay):
             a.data = b.data
 
 
+def nearest_centre(x, centres):
+    """(n,) int64: the index of each row of x (n, d) nearest to one of the centres
+    (k, d), by ||x - c||^2 less ||x||^2, which is the same for every c."""
+    return ((centres * centres).sum(axis=1).reshape(1, -1) - 2.0 * (x @ centres.T)).argmin(axis=1)
+
+
 def kmeans(x, k, iters=50):
     """Lloyd's k-means of the rows of ``x`` (N, d): the centres (k, d).
 
@@ -350,7 +356,7 @@ def kmeans(x, k, iters=50):
             nearest = mg.minimum(nearest, sq_dists(x[i:i + 1]).reshape(n))
         assignment = None
         for _ in range(iters):
-            new = sq_dists(centres).argmin(axis=1)
+            new = nearest_centre(x, centres)
             if assignment is not None and bool((new == assignment).all().item()):
                 break
             assignment = new
@@ -376,10 +382,8 @@ class Clusters(nn.Module):
 
     def assign(self, images):
         """(B, ...) images -> (B,) int64: the nearest centre's index."""
-        x = images.detach().reshape(images.shape[0], -1)
-        c = self.centres
-        with no_grad():        # ||x - c||^2 less ||x||^2, which is the same for every c
-            return ((c * c).sum(axis=1).reshape(1, -1) - 2.0 * (x @ c.T)).argmin(axis=1)
+        with no_grad():
+            return nearest_centre(images.detach().reshape(images.shape[0], -1), self.centres)
 
     def sample(self, n):
         """(n,) int64 cluster indices, k drawn with probability counts[k] / sum(counts),

@@ -40,8 +40,9 @@ draws the images of cluster k, so G draws every part of the data in its share.
 Why it helps: D judges one image at a time, so it tells G only weakly that G
 draws some digit too rarely (the unconditional GAN's D rated real 6s no higher
 than other digits while G drew too few 6s: README); told the cluster, it judges
-"is this a good member of cluster k" for clusters that G must all draw. In training the fakes take the real batch's clusters (a draw from
-p(k)); samples draw k ~ p(k).
+"is this a good member of cluster k" for clusters that G must all draw. In
+training the fakes take the real batch's clusters (a draw from p(k)); samples
+draw k ~ p(k).
 
 ``--loss wgan-gp`` (Gulrajani et al. 2017): D is a critic with unbounded scores f,
 
@@ -142,13 +143,13 @@ class GAN(Experiment):
         self.clusters = training_clusters(args, run)   # the training images' k-means clusters
         if self.clusters is not None:
             self.checkpoint += ("clusters",)
-        shape = (args.z_dim, args.width, args.clusters)
-        self.generator = Generator(*shape)
+        g_args = (args.z_dim, args.width, args.clusters)
+        self.generator = Generator(*g_args)
         self.discriminator = Discriminator(args.width, discriminator_batchnorm(args), args.clusters)
         if args.init == "dcgan":
             self.generator.apply(dcgan_init), self.discriminator.apply(dcgan_init)
         if args.ema:      # the samples' generator: an exponential moving average of G's weights
-            self.generator_ema = averaged_copy(self.generator, Generator, *shape)
+            self.generator_ema = averaged_copy(self.generator, Generator, *g_args)
             self.checkpoint += ("generator_ema",)
         self.opt_g = optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         self.opt_d = optim.Adam(self.discriminator.parameters(), lr=args.lr_d or lr, betas=betas)
